@@ -1,0 +1,123 @@
+"""Safe checkpoint I/O shared by every model and trainer.
+
+* :func:`load` reads ``.pt`` files with ``weights_only=True`` and turns the usual
+  failures (missing file, truncated file, pickled code) into errors that name the file.
+* :func:`save_atomic` writes to a temporary file in the same folder and renames it,
+  so a run killed mid-write never leaves a half-written checkpoint behind.
+* Shipped weights are safetensors (:func:`save_weights` / :func:`load_weights`);
+  they live in the repository's ``data/`` folder (:func:`data_path`).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or of an unexpected layout."""
+
+
+def data_dir() -> Path:
+    """Folder with the shipped weights: ``$STYTR_DATA`` or ``<repo>/data``."""
+    return Path(os.environ.get("STYTR_DATA", REPO_ROOT / "data"))
+
+
+def data_path(name: str) -> Path:
+    path = data_dir() / name
+    if not path.exists():
+        raise CheckpointError(f"shipped file {name!r} not found at {path}; it is part of the repository "
+                              f"(re-clone, or set STYTR_DATA to the folder that holds it)")
+    return path
+
+
+def require_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
+    """Raise a helpful error when a weight file that the user must provide is absent."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: expected {path}" + (f". {hint}" if hint else ""))
+    return path
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    path = require_file(path, "checkpoint")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"could not read checkpoint {path}: {type(err).__name__}: {err}") from err
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, half: bool = True,
+                 metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a state dict as safetensors (fp16 by default, which is how weights ship)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=dict(metadata or {}))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_weights(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a safetensors file; floating tensors are cast to ``dtype``. Returns (tensors, metadata)."""
+    from safetensors import safe_open
+
+    path = require_file(path, "weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise CheckpointError(f"could not read safetensors file {path}: {err}") from err
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, meta
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Entries under ``prefix`` with the prefix removed (e.g. ``encoder.module.``)."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_state_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the file and the mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong:
+            parts.append(f"{len(wrong)} of another shape (e.g. {wrong[:3]})")
+        raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
+    module.load_state_dict(state_dict, strict=True)
