@@ -125,3 +125,188 @@ class GeneratorConfig(Config):
 
 TOY_GENERATOR = GeneratorConfig.preset("toy")
 FFHQ_GENERATOR = GeneratorConfig.preset("ffhq")
+
+
+# -- ToyFaces ---------------------------------------------------------------------
+
+@dataclass
+class ToyPredictorConfig(Config):
+    """Training of the ToyFaces attribute predictor (``python -m stytr train-toy-predictor``)."""
+
+    size: int = 64
+    n_train: int = 20000
+    n_val: int = 2000
+    steps: int = 3000
+    batch: int = 64
+    lr: float = 1e-3
+    blur_prob: float = 0.5  # blur half the batch so the judge also reads slightly soft generator output
+    seed: int = 0
+    out: str = "runs/toy_predictor"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"toy": {}, "smoke": dict(n_train=256, n_val=128, steps=5)}
+
+
+@dataclass
+class ToyDistillConfig(Config):
+    """Distillation of the ToyFaces renderer into a small StyleGAN2 (``python -m stytr train-toy-generator``)."""
+
+    generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig.preset("toy", checkpoint=""))
+    steps: int = 12000
+    batch: int = 32
+    lr: float = 2e-3
+    lr_mapping_mult: float = 1.0
+    ema_decay: float = 0.995
+    l1_scales: tuple = (1, 2, 4)      # multi-scale L1 at these downsampling factors
+    w_l1: float = 1.0
+    w_perceptual: float = 0.5         # on the attribute predictor's features
+    w_adv: float = 0.0                # non-saturating GAN loss (0 = pure regression)
+    r1_gamma: float = 1.0
+    adv_start: int = 4000
+    ckpt_every: int = 250
+    sample_every: int = 500
+    seed: int = 0
+    threads: int = 1
+    out: str = "runs/toy_generator"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "toy": {},
+        "smoke": dict(steps=3, batch=4, ckpt_every=2, sample_every=2),
+    }
+
+
+# -- Latent classifier -------------------------------------------------------------
+
+@dataclass
+class LatentClassifierTrainConfig(Config):
+    """Training of the LCNet-style W+ attribute classifier (:mod:`stytr.train.latent_classifier`).
+
+    The published code ships no trainer, so the optimiser settings are our choice:
+    Adam(W) with masked BCE, a held-out split and early stopping on its loss.
+    """
+
+    n_latent: int = 18
+    style_dim: int = 512
+    hidden: tuple = (2048, 512)
+    embed_dim: int = 32
+    negative_slope: float = 0.2
+    lr: float = 1e-4
+    weight_decay: float = 1e-5     # AdamW's decoupled decay
+    batch: int = 256
+    epochs: int = 100
+    max_steps: int = 0             # cap on optimiser steps; 0 = the epochs alone decide
+    patience: int = 10             # epochs without a held-out improvement before stopping; 0 = never stop early
+    min_delta: float = 1e-4        # smallest held-out loss decrease that counts as an improvement
+    val_fraction: float = 0.1
+    seed: int = 0
+    log_every: int = 50            # optimiser steps between TensorBoard training-loss points
+    out: str = "runs/latent_classifier"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "toy": dict(n_latent=10, style_dim=128, hidden=(512, 256), lr=1e-3, weight_decay=1e-4, batch=128, epochs=60,
+                    patience=8),
+        "ffhq": {},
+        "smoke": dict(n_latent=10, style_dim=128, hidden=(64, 32), embed_dim=8, lr=3e-3, batch=64, epochs=3,
+                      patience=2),
+    }
+
+
+# -- Inversion encoders and the reference-editing transformer ------------------------
+
+def _toy_generator_dict() -> dict[str, Any]:
+    return dict(GeneratorConfig.PRESETS["toy"])
+
+
+@dataclass
+class InversionConfig(Config):
+    """Architecture of an inversion model (:mod:`stytr.models.style_transformer`, :mod:`stytr.models.psp`).
+
+    ``kind``: ``transformer`` (Style Transformer; ``use_self_attn=False`` is the paper's
+    "w/o self" ablation), ``psp`` (GradualStyleEncoder) or ``e4e`` (Encoder4Editing).
+    All share the IR-SE trunk and the FPN; the generator's synthesis stays frozen.
+    """
+
+    kind: str = "transformer"
+    generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig.preset("ffhq"))
+    input_size: int = 256             # encoder input resolution
+    input_nc: int = 3
+    output_size: int = 256            # generated images are average-pooled to this size; 0 = generator size
+    backbone_layers: int = 50         # IR-SE depth: 50, 100 or 152
+    backbone_width: float = 1.0       # channel scale of the trunk (0.25 -> 16/32/64/128)
+    backbone_units: tuple = ()        # residual units per stage, overriding backbone_layers (tiny test nets)
+    backbone_weights: str = "pretrained_models/model_ir_se50.pth"  # trunk initialisation for training; "" = random
+    n_queries: int = 0                # W+ entries the encoder predicts; 0 = the generator's n_latent
+    heads: int = 4
+    head_dim: int = 0                 # 0 = style_dim // heads (128 at full size)
+    dim_feedforward: int = 1024
+    n_blocks: int = 1                 # transformer blocks per pyramid level
+    use_self_attn: bool = True
+    dropout: float = 0.1
+    norm_first: bool = False          # False = post-norm, the published layout
+    coarse_ind: int = 0               # psp/e4e: first style fed by p2; 0 = 3 for >= 14 styles, else proportional
+    middle_ind: int = 0               # psp/e4e: first style fed by p1; 0 = 7 for >= 14 styles, else proportional
+    start_from_latent_avg: bool = True
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": dict(generator=_toy_generator_dict(), input_size=64, output_size=64, backbone_width=0.25,
+                    dim_feedforward=256, backbone_weights=""),
+    }
+
+    @property
+    def style_dim(self) -> int:
+        return self.generator.style_dim
+
+    @property
+    def n_latent(self) -> int:
+        return self.n_queries or self.generator.n_latent
+
+    @property
+    def attention_head_dim(self) -> int:
+        return self.head_dim or self.style_dim // self.heads
+
+    def style_split(self) -> tuple[int, int]:
+        """(coarse_ind, middle_ind) of the pSp/e4e style blocks."""
+        n = self.n_latent
+        if self.coarse_ind or self.middle_ind:
+            coarse, middle = self.coarse_ind, self.middle_ind
+        elif n >= 14:
+            coarse, middle = 3, 7
+        else:
+            coarse = max(1, round(n * 3 / 18))
+            middle = max(coarse + 1, round(n * 7 / 18))
+        if not 0 < coarse < middle < n:
+            raise ValueError(f"need 0 < coarse_ind < middle_ind < n_latent, got {coarse}, {middle}, {n}")
+        return coarse, middle
+
+
+@dataclass
+class EditTransformerConfig(Config):
+    """Architecture of the reference-editing transformer (:mod:`stytr.models.edit_transformer`)."""
+
+    generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig.preset("ffhq"))
+    n_latent: int = 0                 # 0 = the generator's n_latent
+    heads: int = 4
+    head_dim: int = 0                 # 0 = style_dim // heads
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    use_self_attn: bool = True        # the published block attends over the source tokens first
+    norm_first: bool = False
+    output_size: int = 256            # images (when asked for) are average-pooled to this size; 0 = generator size
+    n_attr: int = 40
+    classifier_hidden: tuple = (2048, 512)
+    classifier_embed_dim: int = 32
+    classifier_checkpoint: str = ""   # latent classifier weights ("" = build it untrained)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": dict(generator=_toy_generator_dict(), dim_feedforward=256, output_size=64,
+                    classifier_hidden=(512, 256)),
+    }
+
+    @property
+    def style_dim(self) -> int:
+        return self.generator.style_dim
+
+    @property
+    def latent_count(self) -> int:
+        return self.n_latent or self.generator.n_latent

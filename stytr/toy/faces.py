@@ -1,0 +1,69 @@
+"""Sampling, datasets and export for ToyFaces."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..attributes import CELEBA_ATTRIBUTES
+from .render import ATTRIBUTE_MASK, labels_z, render_z
+
+Z_DIM = 128  # the toy generator's style_dim: z vectors are this long; the renderer reads the first 24
+
+
+def sample_z(n: int, seed: int, dim: int = Z_DIM) -> np.ndarray:
+    """z ~ N(0, I), reproducible from ``seed``."""
+    return np.random.default_rng(seed).standard_normal((n, dim))
+
+
+def render_faces(n: int, seed: int, size: int = 64, z: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` faces: images (n, 3, size, size) in [-1, 1] and CelebA labels (n, 40) in {0, 1}."""
+    z = sample_z(n, seed) if z is None else z
+    return torch.from_numpy(render_z(z, size)), torch.from_numpy(labels_z(z))
+
+
+def attribute_mask() -> torch.Tensor:
+    """(40,) bool: which CelebA attributes ToyFaces models (the others are always 0)."""
+    return torch.from_numpy(ATTRIBUTE_MASK.copy())
+
+
+class ToyFacesDataset(Dataset):
+    """A fixed set of ``n`` faces drawn from ``seed``: items are (image, labels, mask).
+
+    Rendering happens once, up front (2000 faces take a few seconds)."""
+
+    def __init__(self, n: int, seed: int, size: int = 64, flip: bool = False):
+        self.z = sample_z(n, seed)
+        self.images, self.labels = render_faces(n, seed, size, z=self.z)
+        self.mask = attribute_mask()
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        if self.flip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return img, self.labels[i], self.mask
+
+
+def export(directory, n: int, seed: int, size: int = 64) -> Path:
+    """Write ``n`` faces as PNGs plus a CelebA-format ``list_attr_celeba.txt`` (labels as -1/1)."""
+    from PIL import Image
+
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    images, labels = render_faces(n, seed, size)
+    names = []
+    for i, img in enumerate(images):
+        name = f"{i:06d}.png"
+        arr = ((img.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(directory / "images" / name)
+        names.append(name)
+    lines = [str(n), " ".join(CELEBA_ATTRIBUTES)]
+    lines += [name + " " + " ".join("1" if v else "-1" for v in row) for name, row in zip(names, labels.tolist())]
+    (directory / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    return directory
