@@ -53,9 +53,32 @@ def cmd_train_toy_generator(args, extra):
     train_toy_generator(cfg, ship=args.ship)
 
 
+def cmd_train_inversion(args, extra):
+    from .config import InversionTrainConfig
+    from .train.inversion import train_inversion
+
+    cfg = InversionTrainConfig.preset(args.preset).override(_config_overrides(extra))
+    trainer = train_inversion(cfg, resume=not args.restart)
+    if trainer.dist.is_main and trainer.history:
+        last = trainer.history[-1]
+        print(f"step {last['step']}: held-out MSE {last['val_l2']:.4f}; checkpoints in {cfg.out}")
+
+
+def cmd_invert(args, extra):
+    from .inference import invert_files, load_inversion_model
+
+    if extra:
+        raise SystemExit(f"unexpected arguments {extra}")
+    model = load_inversion_model(args.checkpoint, device=args.device)
+    report = invert_files(model, args.input, args.output)
+    print(f"inverted {report['n']} image(s), mean MSE {report['mse']:.4f} -> {report['output']}")
+
+
 COMMANDS = {
     "train-toy-predictor": (cmd_train_toy_predictor, "train the ToyFaces attribute predictor"),
     "train-toy-generator": (cmd_train_toy_generator, "distil the ToyFaces renderer into a small StyleGAN2"),
+    "train-inversion": (cmd_train_inversion, "train an inversion encoder (Style Transformer, w/o self, pSp)"),
+    "invert": (cmd_invert, "invert images with a trained encoder"),
 }
 
 
@@ -70,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--preset", default="toy", help="config preset (toy, ffhq, smoke)")
             if "toy" in name:
                 p.add_argument("--ship", action="store_true", help="also write the result into data/")
+            else:
+                p.add_argument("--restart", action="store_true", help="ignore out/last.pt and start afresh")
+        if name == "invert":
+            p.add_argument("--checkpoint", required=True, help="encoder checkpoint, or 'toy' for the shipped one")
+            p.add_argument("--input", required=True, help="an image file or a folder of images")
+            p.add_argument("--output", required=True, help="output folder")
+            p.add_argument("--device", default="cpu")
     return parser
 
 

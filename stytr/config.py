@@ -310,3 +310,59 @@ class EditTransformerConfig(Config):
     @property
     def latent_count(self) -> int:
         return self.n_latent or self.generator.n_latent
+
+
+# -- Inversion training ----------------------------------------------------------------
+
+@dataclass
+class InversionTrainConfig(Config):
+    """Training of an inversion encoder (``python -m stytr train-inversion``), also under torchrun.
+
+    ``ffhq`` is the paper's setting (Ranger, lr 1e-4, batch 8 per step, 6e5 steps,
+    L2 1.0 + LPIPS 0.8 + ID 0.1, generator 1024, input 256). ``toy`` trains the same
+    model family on ToyFaces with the attribute predictor's perceptual term in place of
+    LPIPS and no ID term. ``batch`` is the global batch: under DDP each of the N
+    processes takes batch / N samples of it.
+    """
+
+    model: InversionConfig = field(default_factory=InversionConfig)
+    data: str = "folder"              # "folder" (aligned FFHQ / CelebA-HQ) or "toyfaces"
+    train_dir: str = "data/ffhq"
+    val_dir: str = "data/celeba_hq_test"
+    n_train: int = 10000              # toyfaces: rendered training faces
+    n_val: int = 500                  # toyfaces: held-out faces (a different seed)
+    flip: bool = True                 # horizontal flips in training
+    optimizer: str = "ranger"         # "ranger" (paper) or "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch: int = 8
+    steps: int = 600000
+    l2: float = 1.0
+    lpips: float = 0.8
+    id: float = 0.1
+    perceptual: float = 0.0           # ToyFaces: the attribute predictor's feature distance
+    w_norm: float = 0.0
+    val_every: int = 5000
+    val_batches: int = 0              # 0 = the whole held-out set
+    ckpt_every: int = 5000
+    image_every: int = 1000
+    log_every: int = 50
+    bf16: bool = False                # bf16 autocast on CUDA
+    sync_bn: bool = True              # under DDP on GPUs: batch-norm statistics over the global batch
+    freeze_bn: bool = False           # keep batch-norm layers on their running statistics
+    workers: int = 0
+    seed: int = 0
+    threads: int = 0                  # torch CPU threads; 0 = leave as is
+    out: str = "runs/inversion"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), data="toyfaces", optimizer="ranger", lr=5e-4,
+                    batch=16, steps=3000, lpips=0.0, id=0.0, perceptual=0.5, val_every=250, ckpt_every=250,
+                    image_every=250, log_every=25, out="runs/toy_inversion"),
+        # A random generator and a one-unit-per-stage trunk: seconds on a CPU, for tests.
+        "smoke": dict(model=dict(InversionConfig.PRESETS["toy"], backbone_units=(1, 1, 1, 1),
+                                 generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint="")), data="toyfaces",
+                      n_train=32, n_val=8, batch=4, steps=4, lpips=0.0, id=0.0, perceptual=0.0, val_every=2,
+                      ckpt_every=2, image_every=2, log_every=1, out="runs/smoke_inversion"),
+    }

@@ -9,9 +9,10 @@ correlations. Because the image is a deterministic function of z, ``labels_z(z)`
 gives exact labels for any z, including the z of a generator trained to copy the
 renderer.
 
-Shapes are drawn as signed-distance fields on a grid twice the output size and
-averaged down 2x2, which anti-aliases edges; a whole batch is drawn at once with
-numpy, so rendering is cheap enough to feed a trainer online.
+Shapes are drawn as signed-distance fields whose pixel coverage anti-aliases every
+edge (optionally on a larger grid averaged down); a whole batch is drawn at once
+with numpy and small features only where they can be, so rendering is cheap
+enough to feed a trainer online.
 """
 from __future__ import annotations
 
@@ -278,10 +279,12 @@ def _draw(z: np.ndarray, size: int) -> np.ndarray:
     return c.img
 
 
-def render_z(z, size: int = 64, chunk: int = 256, supersample: int = 2) -> np.ndarray:
+def render_z(z, size: int = 64, chunk: int = 256, supersample: int = 1) -> np.ndarray:
     """Render faces for latent vectors ``z`` (N, D>=24). Returns float32 (N, 3, size, size) in [-1, 1].
 
-    Shapes are drawn at ``supersample`` times the size and averaged down."""
+    Edges are anti-aliased analytically from the signed distances (pixel coverage); with
+    ``supersample`` > 1 shapes are also drawn that many times larger and averaged down,
+    which smooths the thinnest strokes further at a proportional cost."""
     if size not in SIZES:
         raise ValueError(f"ToyFaces renders at sizes {SIZES}, not {size}")
     z = _as_z(z)
