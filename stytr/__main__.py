@@ -1,13 +1,14 @@
 """Command line: ``python -m stytr <command> [--preset NAME] [--key value ...]``.
 
 Every training command takes a config preset and dotted overrides of its fields,
-e.g. ``python -m stytr train-inversion --preset toy --steps 500 --optim.lr 3e-4``.
+e.g. ``python -m stytr train-inversion --preset toy --steps 500 --lr 3e-4``.
 Run ``python -m stytr <command> --help`` for a command's own flags.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _config_overrides(extra: list[str]) -> list[str]:
@@ -74,11 +75,56 @@ def cmd_invert(args, extra):
     print(f"inverted {report['n']} image(s), mean MSE {report['mse']:.4f} -> {report['output']}")
 
 
+def cmd_edit(args, extra):
+    from .editing.session import edit_photo
+
+    if extra:
+        raise SystemExit(f"unexpected arguments {extra}")
+    try:
+        report = edit_photo(args.checkpoint, args.input, args.output, attributes=args.attribute or ["Smiling"],
+                            alphas=args.alpha or [3.0], order=args.order, method=args.method,
+                            classifier=args.classifier, interfacegan=args.interfacegan, stylespace=args.stylespace,
+                            reference=args.reference, editor=args.editor, align=args.align,
+                            landmarks=args.landmarks, device=args.device)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:  # missing files, bad names, no dlib
+        raise SystemExit(f"stytr edit: error: {err}") from err
+    what = report["method"] if report["method"] == "reference" else f"{report['method']} {report['edits']}"
+    print(f"edited ({what}); reconstruction MSE {report['reconstruction_mse']:.4f} -> {report['output']}")
+
+
+def cmd_train_reference_editor(args, extra):
+    from .train.reference_editing import cmd_train_reference_editor as run
+
+    run(args, extra)
+
+
+def cmd_train_latent_classifier(args, extra):
+    import torch
+
+    from .config import LatentClassifierTrainConfig
+    from .inference import labelled_codes, load_inversion_model
+    from .train.latent_classifier import train_latent_classifier
+
+    cfg = LatentClassifierTrainConfig.preset(args.preset).override(_config_overrides(extra))
+    model = load_inversion_model(args.encoder)
+    wplus, labels, mask = labelled_codes(args.preset, model, n=args.n, image_dir=args.images, attr_file=args.attr_file)
+    codes_path = Path(cfg.out) / "codes.pt"
+    codes_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"latents": wplus, "labels": labels, "mask": mask}, codes_path)
+    result = train_latent_classifier(wplus, labels, mask, cfg, out_dir=cfg.out)
+    print(f"W+ codes: {codes_path}")
+    for name, acc in result.accuracy.items():
+        print(f"{name:22s} {acc:.4f}")
+
+
 COMMANDS = {
     "train-toy-predictor": (cmd_train_toy_predictor, "train the ToyFaces attribute predictor"),
     "train-toy-generator": (cmd_train_toy_generator, "distil the ToyFaces renderer into a small StyleGAN2"),
     "train-inversion": (cmd_train_inversion, "train an inversion encoder (Style Transformer, w/o self, pSp)"),
     "invert": (cmd_invert, "invert images with a trained encoder"),
+    "train-latent-classifier": (cmd_train_latent_classifier, "invert labelled images, then train the W+ attribute classifier"),
+    "train-reference-editor": (cmd_train_reference_editor, "train the reference-editing transformer on W+ codes"),
+    "edit": (cmd_edit, "invert a photo and edit an attribute (label, InterFaceGAN, StyleSpace or reference)"),
 }
 
 
@@ -95,10 +141,32 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--ship", action="store_true", help="also write the result into data/")
             else:
                 p.add_argument("--restart", action="store_true", help="ignore out/last.pt and start afresh")
+        if name == "train-latent-classifier":
+            p.add_argument("--encoder", default="toy", help="inversion checkpoint, or 'toy' for the shipped encoder")
+            p.add_argument("--n", type=int, default=20000, help="toy preset: faces to render and invert")
+            p.add_argument("--images", default="", help="full scale: folder of aligned CelebA-HQ images")
+            p.add_argument("--attr-file", dest="attr_file", default="", help="full scale: list_attr_celeba.txt")
         if name == "invert":
             p.add_argument("--checkpoint", required=True, help="encoder checkpoint, or 'toy' for the shipped one")
             p.add_argument("--input", required=True, help="an image file or a folder of images")
             p.add_argument("--output", required=True, help="output folder")
+            p.add_argument("--device", default="cpu")
+        if name == "edit":
+            p.add_argument("--checkpoint", required=True, help="inversion checkpoint, or 'toy' for the shipped one")
+            p.add_argument("--input", required=True, help="the photo to edit")
+            p.add_argument("--output", required=True, help="output folder")
+            p.add_argument("--attribute", action="append", help="attribute to edit (repeatable; default Smiling)")
+            p.add_argument("--alpha", action="append", type=float,
+                           help="signed strength per --attribute: + toward presence, - toward absence (default 3)")
+            p.add_argument("--order", default="1", choices=["1", "2", "hvp"], help="label-editing order")
+            p.add_argument("--method", default="ours", choices=["ours", "interfacegan", "stylespace"])
+            p.add_argument("--classifier", help="latent classifier checkpoint, or 'toy' (needed by --method ours)")
+            p.add_argument("--interfacegan", help="InterFaceGAN boundaries (InterFaceGAN.save) for that method")
+            p.add_argument("--stylespace", help="StyleSpace statistics (StyleSpace.save) for that method")
+            p.add_argument("--reference", help="reference photo: transfer --attribute from it (needs --editor)")
+            p.add_argument("--editor", help="reference-editing EditTransformer checkpoint for --attribute")
+            p.add_argument("--align", action="store_true", help="FFHQ-align the photos first (dlib)")
+            p.add_argument("--landmarks", help="dlib shape_predictor_68_face_landmarks.dat (with --align)")
             p.add_argument("--device", default="cpu")
     return parser
 

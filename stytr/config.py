@@ -151,14 +151,18 @@ class ToyDistillConfig(Config):
     """Distillation of the ToyFaces renderer into a small StyleGAN2 (``python -m stytr train-toy-generator``)."""
 
     generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig.preset("toy", checkpoint=""))
-    steps: int = 12000
-    batch: int = 32
+    steps: int = 6000
+    batch: int = 16
     lr: float = 2e-3
-    lr_mapping_mult: float = 1.0
+    # The mapping MLP's equalised lr multiplier (0.01) suits GAN training; regressing a renderer whose
+    # attributes are thresholds on z needs the mapping to move as fast as the synthesis.
+    lr_mapping_mult: float = 30.0
+    betas: tuple = (0.9, 0.99)
     ema_decay: float = 0.995
     l1_scales: tuple = (1, 2, 4)      # multi-scale L1 at these downsampling factors
     w_l1: float = 1.0
     w_perceptual: float = 0.5         # on the attribute predictor's features
+    perceptual_start: int = 1500      # pixel regression first; the feature term sharpens details afterwards
     w_adv: float = 0.0                # non-saturating GAN loss (0 = pure regression)
     r1_gamma: float = 1.0
     adv_start: int = 4000
@@ -170,7 +174,7 @@ class ToyDistillConfig(Config):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "toy": {},
-        "smoke": dict(steps=3, batch=4, ckpt_every=2, sample_every=2),
+        "smoke": dict(steps=3, batch=4, ckpt_every=2, sample_every=2, perceptual_start=0),
     }
 
 
@@ -203,7 +207,7 @@ class LatentClassifierTrainConfig(Config):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "toy": dict(n_latent=10, style_dim=128, hidden=(512, 256), lr=1e-3, weight_decay=1e-4, batch=128, epochs=60,
-                    patience=8),
+                    patience=8, out="runs/toy_latent_classifier"),
         "ffhq": {},
         "smoke": dict(n_latent=10, style_dim=128, hidden=(64, 32), embed_dim=8, lr=3e-3, batch=64, epochs=3,
                       patience=2),
@@ -354,15 +358,71 @@ class InversionTrainConfig(Config):
     seed: int = 0
     threads: int = 0                  # torch CPU threads; 0 = leave as is
     out: str = "runs/inversion"
+    figures: str = ""                 # when set, loss curves and a reconstruction grid are saved there at the end
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
         "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), data="toyfaces", optimizer="ranger", lr=5e-4,
                     batch=16, steps=3000, lpips=0.0, id=0.0, perceptual=0.5, val_every=250, ckpt_every=250,
-                    image_every=250, log_every=25, out="runs/toy_inversion"),
+                    image_every=250, log_every=25, out="runs/toy_inversion", figures="figures"),
         # A random generator and a one-unit-per-stage trunk: seconds on a CPU, for tests.
         "smoke": dict(model=dict(InversionConfig.PRESETS["toy"], backbone_units=(1, 1, 1, 1),
                                  generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint="")), data="toyfaces",
                       n_train=32, n_val=8, batch=4, steps=4, lpips=0.0, id=0.0, perceptual=0.0, val_every=2,
                       ckpt_every=2, image_every=2, log_every=1, out="runs/smoke_inversion"),
+    }
+
+
+# -- Reference-editing training ----------------------------------------------------------
+
+@dataclass
+class ReferenceEditTrainConfig(Config):
+    """Training of the reference-editing transformer (:mod:`stytr.train.reference_editing`).
+
+    Loss: ``l2``·MSE(source W+, edited W+) + ``ref``·MSE(classifier embedding of ``attribute``,
+    edited vs reference) + ``src``·MSE(embeddings of all other attributes, edited vs source), with
+    the frozen latent classifier of ``model.classifier_checkpoint``. Adam on the encoder only.
+    ``batch`` codes a step: the first half are sources, the second half references
+    (``pair_mode="random"``, as published); ``"opposite"`` instead draws each source's reference
+    among the codes whose classifier decision on ``attribute`` differs, so every edit must change
+    it. ``codes``: a ``.pt`` with ``latents`` (N, n_latent, style_dim) (and optionally ``labels``),
+    as ``python -m stytr invert`` writes, or a ``.npy`` array; ``val_fraction`` of them (a seeded
+    random split) is held out for the transfer/keep rates.
+    """
+
+    model: EditTransformerConfig = field(default_factory=lambda: EditTransformerConfig.preset(
+        "ffhq", classifier_checkpoint="runs/latent_classifier/latent_classifier.pt"))
+    attribute: str = "Bangs"          # CelebA name (or index); the published coach hard-codes Bangs
+    codes: str = "runs/latent_classifier/codes.pt"   # written by train-latent-classifier
+    val_fraction: float = 0.1         # the published coach holds out the last 10% of its codes
+    pair_mode: str = "random"         # "random" (published) or "opposite"
+    l2: float = 1.0                   # source vs edited W+
+    ref: float = 1.0                  # edited attribute's embedding, edited vs reference
+    src: float = 1.0                  # other attributes' embeddings, edited vs source
+    lr: float = 1e-3
+    weight_decay: float = 5e-4        # Adam's (coupled) L2 decay, as published
+    batch: int = 8                    # split into batch/2 sources and batch/2 references
+    steps: int = 10000
+    eval_every: int = 1000            # held-out transfer/keep rates; 0 = only at the end
+    eval_pairs: int = 1000
+    image_every: int = 1000           # (source, reference, edited) grid when a generator is loaded; 0 = never
+    log_every: int = 50
+    ckpt_every: int = 1000
+    seed: int = 0
+    threads: int = 0                  # torch CPU threads; 0 = leave as is
+    out: str = "runs/reference_editor"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": dict(model=dict(EditTransformerConfig.PRESETS["toy"],
+                               classifier_checkpoint="runs/toy_latent_classifier/latent_classifier.pt"),
+                    codes="runs/toy_latent_classifier/codes.pt", steps=2000, eval_every=250, eval_pairs=500, image_every=250,
+                    log_every=25, ckpt_every=250, out="runs/toy_reference_editor"),
+        # No generator and a tiny classifier: seconds on a CPU, for tests (codes must be given).
+        "smoke": dict(model=dict(generator=dict(GeneratorConfig.PRESETS["toy"], size=16, style_dim=32, n_mlp=2,
+                                                channel_multiplier=1, channel_max=16, checkpoint=""),
+                                 dim_feedforward=32, output_size=0, classifier_hidden=(32, 16),
+                                 classifier_embed_dim=8, classifier_checkpoint=""),
+                      codes="", batch=4, steps=4, eval_every=2, eval_pairs=16, image_every=0, log_every=1,
+                      ckpt_every=2, out="runs/smoke_reference_editor"),
     }

@@ -60,3 +60,35 @@ def invert_files(model, source, output, batch: int = 8) -> dict:
     save_atomic({"files": [str(p) for p in paths], "latents": codes}, output / "latents.pt")
     mse = ((inputs - recons) ** 2).mean(dim=(1, 2, 3))
     return {"n": len(paths), "mse": mse.mean().item(), "output": str(output)}
+
+
+@torch.no_grad()
+def invert_dataset(model, dataset, batch: int = 64, progress: bool = True):
+    """W+ codes of a labelled dataset whose items are (image, labels, mask).
+
+    Returns ``(wplus (N, n_latent, style_dim), labels (N, 40), mask (N, 40))`` on the CPU."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    model.eval()
+    codes, labels, masks = [], [], []
+    for x, y, m in tqdm(DataLoader(dataset, batch_size=batch), desc="invert", disable=not progress):
+        codes.append(model.encode(x.to(device)).cpu())
+        labels.append(y)
+        masks.append(m if m.ndim == 2 else m.expand(len(y), -1))
+    return torch.cat(codes), torch.cat(labels), torch.cat(masks)
+
+
+def labelled_codes(preset: str, model, n: int = 20000, seed: int = 30_000, image_dir: str = "", attr_file: str = ""):
+    """(W+, labels, mask) for training a latent classifier: ToyFaces renders inverted by ``model`` in the toy
+    preset, or a CelebA-HQ folder plus its ``list_attr_celeba.txt`` at full scale."""
+    if preset == "toy":
+        from .toy import ToyFacesDataset
+
+        dataset = ToyFacesDataset(n, seed=seed, size=model.cfg.input_size)
+    else:
+        from .data.folders import LabelledImageFolder
+
+        dataset = LabelledImageFolder(image_dir, attr_file, size=model.cfg.input_size)
+    return invert_dataset(model, dataset)

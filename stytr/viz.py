@@ -45,3 +45,52 @@ def save_grid(images: torch.Tensor, path, nrow: int = 8, scale: int = 1) -> Path
 def interleave(*batches: torch.Tensor) -> torch.Tensor:
     """[a0, b0, a1, b1, ...]: puts corresponding images side by side in a grid."""
     return torch.stack(batches, 1).flatten(0, 1)
+
+
+def plot_labelled_faces(images: torch.Tensor, labels: torch.Tensor, attributes, path=None, ncol: int = 8):
+    """Faces with the names of their positive attributes underneath (a matplotlib figure)."""
+    import matplotlib.pyplot as plt
+
+    from .attributes import CELEBA_ATTRIBUTES
+
+    n = len(images)
+    nrow = (n + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.6 * ncol, 2.0 * nrow))
+    pics = to_uint8(images)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(pics[i])
+        on = [a.replace("_", " ") for a in attributes if labels[i, CELEBA_ATTRIBUTES.index(a)] > 0.5]
+        ax.set_title("\n".join(on[:4]) + ("\n…" if len(on) > 4 else ""), fontsize=6)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_matrix(matrix, labels, path=None, title: str = "", fmt: str = "{:.2f}", cmap: str = "RdBu_r", vmax=None,
+                xlabels=None):
+    """An annotated heat map (correlations, re-scoring matrices, ...)."""
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix, dtype=float)
+    vmax = vmax if vmax is not None else max(abs(matrix).max(), 1e-6)
+    fig, ax = plt.subplots(figsize=(0.55 * len(labels) + 2.5, 0.5 * len(labels) + 1.5))
+    im = ax.imshow(matrix, cmap=cmap, vmin=-vmax, vmax=vmax)
+    xlabels = labels if xlabels is None else xlabels
+    ax.set_xticks(range(len(xlabels)), [s.replace("_", " ") for s in xlabels], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), [s.replace("_", " ") for s in labels], fontsize=7)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=6,
+                    fontweight="bold" if i == j else "normal")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig

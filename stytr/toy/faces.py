@@ -67,3 +67,17 @@ def export(directory, n: int, seed: int, size: int = 64) -> Path:
     lines += [name + " " + " ".join("1" if v else "-1" for v in row) for name, row in zip(names, labels.tolist())]
     (directory / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
     return directory
+
+
+def attribute_statistics(labels: torch.Tensor) -> dict:
+    """Prevalence of each modelled attribute and their pairwise correlation (phi coefficients)."""
+    from .render import ATTRIBUTES
+
+    idx = [CELEBA_ATTRIBUTES.index(a) for a in ATTRIBUTES]
+    x = labels[:, idx].double()
+    prevalence = x.mean(0)
+    centred = x - prevalence
+    cov = centred.T @ centred / len(x)
+    std = cov.diagonal().sqrt().clamp_min(1e-12)
+    return {"attributes": list(ATTRIBUTES), "prevalence": prevalence.numpy(),
+            "correlation": (cov / std[:, None] / std[None, :]).numpy()}

@@ -233,9 +233,40 @@ class InversionTrainer:
         if self.dist.is_main:
             self.save("final.pt")
             (self.out / "history.json").write_text(json.dumps(self.history, indent=2))
+            if cfg.figures:
+                self.write_figures(cfg.figures)
         if self.writer is not None:
             self.writer.flush()
         return self.history
+
+
+    def write_figures(self, folder) -> list[Path]:
+        """Validation curves and an input | reconstruction grid, named after the model kind."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        from ..viz import save_image
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{self.cfg.data}_{self.model.kind}{'' if self.model.cfg.use_self_attn else '_wo_self'}"
+        paths = [save_image(self.sample_grid(), folder / f"{name}_reconstructions.png", scale=2)]
+        if self.history:
+            fig, ax = plt.subplots(figsize=(5, 3))
+            steps = [h["step"] for h in self.history]
+            for key in [k for k in self.history[-1] if k.startswith("val_")]:
+                ax.plot(steps, [h[key] for h in self.history], label=key[4:])
+            ax.set_xlabel("step")
+            ax.set_yscale("log")
+            ax.set_title(f"held-out losses ({self.model.kind})")
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(folder / f"{name}_curves.png", dpi=120)
+            plt.close(fig)
+            paths.append(folder / f"{name}_curves.png")
+        return paths
 
 
 def train_inversion(cfg: InversionTrainConfig, resume: bool = True) -> InversionTrainer:

@@ -49,7 +49,10 @@ def train_toy_generator(cfg: ToyDistillConfig, ship: bool = False, predictor=Non
     torch.manual_seed(cfg.seed)
     g = cfg.generator.build()
     g_ema = frozen_copy(g)
-    opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
+    mapping = [p for n, p in g.named_parameters() if n.startswith("style.")]
+    synthesis = [p for n, p in g.named_parameters() if not n.startswith("style.")]
+    opt = torch.optim.Adam([{"params": synthesis}, {"params": mapping, "lr": cfg.lr * cfg.lr_mapping_mult}],
+                           lr=cfg.lr, betas=tuple(cfg.betas))
     d = d_opt = None
     if cfg.w_adv > 0:
         from ..models.stylegan2 import Discriminator
@@ -57,8 +60,14 @@ def train_toy_generator(cfg: ToyDistillConfig, ship: bool = False, predictor=Non
         d = Discriminator(cfg.generator.size, channel_multiplier=cfg.generator.channel_multiplier,
                           channel_max=cfg.generator.channel_max)
         d_opt = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
-    predictor = predictor if predictor is not None else (load_attribute_predictor() if cfg.w_perceptual > 0 else None)
-    perceptual = PredictorFeatureDistance(predictor) if predictor is not None else None
+    perceptual = None
+
+    def perceptual_term():
+        # Loaded on first use, so a run can start its pixel-only phase before the predictor exists.
+        nonlocal perceptual
+        if perceptual is None:
+            perceptual = PredictorFeatureDistance(predictor if predictor is not None else load_attribute_predictor())
+        return perceptual
 
     start, elapsed = 0, 0.0
     if (ckpt := latest_checkpoint(out)) is not None:
@@ -94,8 +103,8 @@ def train_toy_generator(cfg: ToyDistillConfig, ship: bool = False, predictor=Non
         loss_l1 = multiscale_l1(fake, target, cfg.l1_scales)
         loss = cfg.w_l1 * loss_l1
         logs = {"l1": loss_l1.item()}
-        if perceptual is not None:
-            loss_p = perceptual(fake, target).mean()
+        if cfg.w_perceptual > 0 and step >= cfg.perceptual_start:
+            loss_p = perceptual_term()(fake, target).mean()
             loss = loss + cfg.w_perceptual * loss_p
             logs["perceptual"] = loss_p.item()
         if d is not None and step >= cfg.adv_start:
