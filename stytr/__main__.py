@@ -117,11 +117,27 @@ def cmd_train_latent_classifier(args, extra):
         print(f"{name:22s} {acc:.4f}")
 
 
+def cmd_ablation(args, extra):
+    from .checkpoints import REPO_ROOT
+    from .config import InversionTrainConfig
+    from .toy import ToyFacesDataset, load_attribute_predictor
+    from .train.ablation import ablation_table, train_ablation, write_table
+
+    base = InversionTrainConfig.preset(args.preset, out="runs/toy_ablation").override(_config_overrides(extra))
+    models = train_ablation(base, ship=args.ship)
+    held_out = ToyFacesDataset(base.n_val, seed=base.seed + 20_000, size=base.model.input_size)
+    rows = ablation_table(models, held_out.images, predictor=load_attribute_predictor())
+    write_table(rows, REPO_ROOT / "figures" / "table1_toyfaces.csv", REPO_ROOT / "figures" / "table1_toyfaces.png")
+    for r in rows:
+        print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+
+
 COMMANDS = {
     "train-toy-predictor": (cmd_train_toy_predictor, "train the ToyFaces attribute predictor"),
     "train-toy-generator": (cmd_train_toy_generator, "distil the ToyFaces renderer into a small StyleGAN2"),
     "train-inversion": (cmd_train_inversion, "train an inversion encoder (Style Transformer, w/o self, pSp)"),
     "invert": (cmd_invert, "invert images with a trained encoder"),
+    "ablation": (cmd_ablation, "Table 1 on ToyFaces: train and compare pSp, w/o self and the full model"),
     "train-latent-classifier": (cmd_train_latent_classifier, "invert labelled images, then train the W+ attribute classifier"),
     "train-reference-editor": (cmd_train_reference_editor, "train the reference-editing transformer on W+ codes"),
     "edit": (cmd_edit, "invert a photo and edit an attribute (label, InterFaceGAN, StyleSpace or reference)"),
@@ -135,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-        if name.startswith("train"):
+        if name.startswith("train") or name == "ablation":
             p.add_argument("--preset", default="toy", help="config preset (toy, ffhq, smoke)")
-            if "toy" in name:
+            if "toy" in name or name == "ablation":
                 p.add_argument("--ship", action="store_true", help="also write the result into data/")
             else:
                 p.add_argument("--restart", action="store_true", help="ignore out/last.pt and start afresh")
