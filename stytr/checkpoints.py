@@ -52,6 +52,16 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> A
         raise CheckpointError(f"could not read checkpoint {path}: {type(err).__name__}: {err}") from err
 
 
+def load_mapping(path_or_dict, map_location="cpu") -> tuple[Mapping, str]:
+    """A checkpoint dict and a name for messages, from a path or an already loaded dict."""
+    if isinstance(path_or_dict, Mapping):
+        return path_or_dict, "checkpoint dict"
+    ckpt = load(path_or_dict, map_location=map_location)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path_or_dict} is a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt, str(path_or_dict)
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

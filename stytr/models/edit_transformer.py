@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, load, load_state_strict, strip_prefix
+from ..checkpoints import CheckpointError, load_mapping, load_state_strict, strip_prefix
 from ..config import EditTransformerConfig, GeneratorConfig
 from .attention import TransformerBlock
 
@@ -120,10 +120,7 @@ class EditTransformer(nn.Module):
         (``{'state_dict': {encoder.module.*, decoder.module.*, classifier.module.*}, 'opts'}``).
         ``classifier_path`` replaces the classifier weights (needed when the file has none).
         Returns the model in eval mode."""
-        source = str(path) if not isinstance(path, Mapping) else "checkpoint dict"
-        ckpt = path if isinstance(path, Mapping) else load(path)
-        if not isinstance(ckpt, Mapping):
-            raise CheckpointError(f"{source} is a {type(ckpt).__name__}, not a checkpoint dict")
+        ckpt, source = load_mapping(path)
         if ckpt.get("format") == EDIT_CHECKPOINT_FORMAT:
             cfg = EditTransformerConfig.from_dict(dict(ckpt["config"]))
             state = dict(ckpt["model"])

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checkpoints import CheckpointError, load, load_state_strict, strip_prefix
+from ..checkpoints import CheckpointError, load_mapping, load_state_strict, strip_prefix
 from ..config import GeneratorConfig, InversionConfig
 from .attention import TransformerBlock, flatten_feature_map
 from .irse import STAGE_UNITS, IRSETrunk, load_ir_se50_weights
@@ -247,10 +247,7 @@ class InversionModel(nn.Module):
         Transformer's (``encoder.module.*``/``decoder.module.*``), pSp's or e4e's (``encoder.*``/
         ``decoder.*``), each ``{'state_dict', 'opts', 'latent_avg'}``. ``path`` may also be the
         loaded dict. The model comes back in eval mode."""
-        source = str(path) if not isinstance(path, Mapping) else "checkpoint dict"
-        ckpt = path if isinstance(path, Mapping) else load(path)
-        if not isinstance(ckpt, Mapping):
-            raise CheckpointError(f"{source} is a {type(ckpt).__name__}, not a checkpoint dict")
+        ckpt, source = load_mapping(path)
         if ckpt.get("format") == CHECKPOINT_FORMAT:
             cfg = InversionConfig.from_dict(dict(ckpt["config"]))
             model = build_inversion_model(cfg)

@@ -54,6 +54,14 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def restore(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Put a trainer's model, optimiser and RNGs back to a checkpoint; returns the whole state."""
+    state = load_training_state(path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
 @torch.no_grad()
 def ema_update(target: torch.nn.Module, source: torch.nn.Module, decay: float) -> None:
     for pt, ps in zip(target.parameters(), source.parameters()):

@@ -24,7 +24,7 @@ from ..checkpoints import save_atomic
 from ..config import InversionTrainConfig
 from ..losses import InversionLoss
 from ..viz import image_grid, interleave
-from .common import latest_checkpoint, load_training_state, rng_state, summary_writer
+from .common import latest_checkpoint, restore, rng_state, summary_writer
 from .distributed import DistInfo, all_reduce_mean, cleanup, setup
 
 
@@ -145,9 +145,7 @@ class InversionTrainer:
         path = path or latest_checkpoint(self.out)
         if path is None:
             return False
-        state = load_training_state(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = restore(path, self.model, self.optimizer)
         self.step, self.best_val = state["step"], state["best_val"]
         self.history = json.loads(state.get("history", "[]"))
         if self.dist.is_main:

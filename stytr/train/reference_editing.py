@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..attributes import attribute_index
 from ..checkpoints import CheckpointError, load, load_state_strict, require_file, save_atomic
 from ..config import ReferenceEditTrainConfig
-from .common import latest_checkpoint, load_training_state, rng_state, summary_writer
+from .common import latest_checkpoint, restore, rng_state, summary_writer
 
 __all__ = ["PAIR_MODES", "ReferenceEditResult", "ReferenceEditTrainer", "load_codes", "reference_editing_loss",
            "evaluate_reference_editor", "train_reference_editor", "cmd_train_reference_editor"]
@@ -317,9 +317,7 @@ class ReferenceEditTrainer:
         path = path or latest_checkpoint(self.out)
         if path is None:
             return False
-        state = load_training_state(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = restore(path, self.model, self.optimizer)
         self.step = state["step"]
         self.history = json.loads(state.get("history", "[]"))
         print(f"resumed {path} at step {self.step}")
