@@ -19,6 +19,16 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _tempfile_beside(path: Path) -> str:
+    """A temporary file in ``path``'s folder with ordinary permissions (mkstemp makes it 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or of an unexpected layout."""
 
@@ -65,8 +75,7 @@ def load_mapping(path_or_dict, map_location="cpu") -> tuple[Mapping, str]:
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _tempfile_beside(path)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
@@ -84,8 +93,7 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _tempfile_beside(path)
     try:
         save_file(tensors, tmp, metadata=dict(metadata or {}))
         os.replace(tmp, path)
