@@ -151,18 +151,18 @@ class ToyDistillConfig(Config):
     """Distillation of the ToyFaces renderer into a small StyleGAN2 (``python -m stytr train-toy-generator``)."""
 
     generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig.preset("toy", checkpoint=""))
-    steps: int = 6000
+    steps: int = 20000
     batch: int = 16
-    lr: float = 2e-3
+    lr: float = 5e-3
     # The mapping MLP's equalised lr multiplier (0.01) suits GAN training; regressing a renderer whose
     # attributes are thresholds on z needs the mapping to move as fast as the synthesis.
-    lr_mapping_mult: float = 30.0
+    lr_mapping_mult: float = 100.0
     betas: tuple = (0.9, 0.99)
     ema_decay: float = 0.995
     l1_scales: tuple = (1, 2, 4)      # multi-scale L1 at these downsampling factors
     w_l1: float = 1.0
     w_perceptual: float = 0.5         # on the attribute predictor's features
-    perceptual_start: int = 1500      # pixel regression first; the feature term sharpens details afterwards
+    perceptual_start: int = 500       # pixel regression first; the feature term sharpens details afterwards
     w_adv: float = 0.0                # non-saturating GAN loss (0 = pure regression)
     r1_gamma: float = 1.0
     adv_start: int = 4000
