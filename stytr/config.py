@@ -363,7 +363,7 @@ class InversionTrainConfig(Config):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
         "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), data="toyfaces", optimizer="ranger", lr=5e-4,
-                    batch=16, steps=3000, lpips=0.0, id=0.0, perceptual=0.5, val_every=250, ckpt_every=250,
+                    batch=16, steps=3000, lpips=0.0, id=0.0, perceptual=0.1, val_every=250, ckpt_every=250,
                     image_every=250, log_every=25, out="runs/toy_inversion", figures="figures"),
         # A random generator and a one-unit-per-stage trunk: seconds on a CPU, for tests.
         "smoke": dict(model=dict(InversionConfig.PRESETS["toy"], backbone_units=(1, 1, 1, 1),
