@@ -56,6 +56,7 @@ def cmd_train_toy_generator(args, extra):
 
 def cmd_train_inversion(args, extra):
     from .config import InversionTrainConfig
+    from .models.style_transformer import InversionModel
     from .train.inversion import train_inversion
 
     cfg = InversionTrainConfig.preset(args.preset).override(_config_overrides(extra))
@@ -63,6 +64,14 @@ def cmd_train_inversion(args, extra):
     if trainer.dist.is_main and trainer.history:
         last = trainer.history[-1]
         print(f"step {last['step']}: held-out MSE {last['val_l2']:.4f}; checkpoints in {cfg.out}")
+    if args.ship and trainer.dist.is_main:
+        from .checkpoints import data_dir
+        from .toy.encoder import ENCODER_FILE, export_encoder
+
+        best = InversionModel.from_checkpoint(Path(cfg.out) / "best.pt")
+        path = export_encoder(best, data_dir() / ENCODER_FILE, {
+            "steps": trainer.step, "command": f"python -m stytr train-inversion --preset {args.preset} --ship"})
+        print(f"shipped the best held-out model to {path}")
 
 
 def cmd_invert(args, extra):
@@ -113,6 +122,12 @@ def cmd_train_latent_classifier(args, extra):
     torch.save({"latents": wplus, "labels": labels, "mask": mask}, codes_path)
     result = train_latent_classifier(wplus, labels, mask, cfg, out_dir=cfg.out)
     print(f"W+ codes: {codes_path}")
+    if args.ship:
+        from .checkpoints import data_dir
+        from .editing.session import TOY_CLASSIFIER_FILE
+        from .train.latent_classifier import export_safetensors
+
+        print(f"shipped to {export_safetensors(result.model, data_dir() / TOY_CLASSIFIER_FILE)}")
     for name, acc in result.accuracy.items():
         print(f"{name:22s} {acc:.4f}")
 
@@ -153,9 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         if name.startswith("train") or name == "ablation":
             p.add_argument("--preset", default="toy", help="config preset (toy, ffhq, smoke)")
-            if "toy" in name or name == "ablation":
-                p.add_argument("--ship", action="store_true", help="also write the result into data/")
-            else:
+            p.add_argument("--ship", action="store_true", help="also write the (toy) result into data/")
+            if "toy" not in name and name != "ablation":
                 p.add_argument("--restart", action="store_true", help="ignore out/last.pt and start afresh")
         if name == "train-latent-classifier":
             p.add_argument("--encoder", default="toy", help="inversion checkpoint, or 'toy' for the shipped encoder")

@@ -20,13 +20,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tempfile_beside(path: Path) -> str:
-    """A temporary file in ``path``'s folder with ordinary permissions (mkstemp makes it 0600)."""
+    """A temporary file in ``path``'s folder (the caller gives it ordinary permissions before renaming)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    return tmp
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the permissions a newly created file would have (mkstemp and safetensors
+    create 0600 files), then rename it over ``path`` in one step."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    return tmp
+    os.replace(tmp, path)
 
 
 class CheckpointError(RuntimeError):
@@ -78,7 +84,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     tmp = _tempfile_beside(path)
     try:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -96,7 +102,7 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike
     tmp = _tempfile_beside(path)
     try:
         save_file(tensors, tmp, metadata=dict(metadata or {}))
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
