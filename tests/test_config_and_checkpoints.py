@@ -85,3 +85,15 @@ def test_safetensors_weights_roundtrip(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         load_weights(tmp_path / "bad.safetensors")
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    """Shipped weights must not end up 0600 (mkstemp and safetensors create private files)."""
+    old = os.umask(0o022)
+    try:
+        a = save_atomic({"v": 1}, tmp_path / "a.pt")
+        b = save_weights({"w": torch.ones(2)}, tmp_path / "b.safetensors")
+    finally:
+        os.umask(old)
+    for path in (a, b):
+        assert path.stat().st_mode & 0o777 == 0o644, path
