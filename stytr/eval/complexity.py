@@ -31,7 +31,7 @@ Conventions, chosen to match the paper's Table 1 (see ``DESIGN.md`` section 3):
   hold even when absolute times drift. Absolute numbers are only comparable on the
   same machine (the paper's are on one RTX 2080Ti, in seconds).
 
-``python benchmarks/bench_complexity.py`` prints the full-size table. Measured with this
+``python -m stytr.benchmarks.complexity`` prints the full-size table. Measured with this
 module at full size (input 256, generator 1024): pSp 267.14 M / 72.48 GMACs, w/o self
 37.47 M / 36.23 GMACs, full 40.62 M / 36.29 GMACs (paper: 267.3 / 72.55, 37.3 / 36.31,
 40.6 / 36.37). Our GMACs sit a uniform 0.07-0.08 G below the paper's, the size of the

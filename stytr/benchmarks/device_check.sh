@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One prepared run for a GPU machine: build the CUDA ops, check them against the reference,
 # time them, and smoke-test a full-size inversion step (fp32 and bf16) and the Table 1 timing.
-# Usage: bash benchmarks/device_check.sh   (results are printed and copied to $OUT when set)
+# Usage: bash stytr/benchmarks/device_check.sh   (prints everything it measures)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 pip install -q -e ".[test]" >/dev/null 2>&1 || pip install -e ".[test]"
 nvidia-smi --query-gpu=name,memory.total --format=csv
 python -m pytest tests/test_ops.py -m cuda -q -p no:cacheprovider 2>&1 | tail -5
-python benchmarks/bench_ops.py
+python -m stytr.benchmarks.ops
 python - <<'PY'
 import time, torch
 from stytr.eval.complexity import complexity_table, format_complexity_table, paper_table1_configs, PAPER_TABLE1

@@ -1,6 +1,6 @@
 """Supplementary Table 1's complexity columns at full size: pSp, Style Transformer w/o self, full.
 
-    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/bench_complexity.py [--repeats 3] [--warmup 1]
+    python -m stytr.benchmarks.complexity [--repeats 3] [--warmup 1]
         [--device cpu|cuda] [--preset ffhq] [--csv runs/table1_complexity.csv] [--no-total]
 
 Builds the three models with random weights (complexity does not depend on them; the

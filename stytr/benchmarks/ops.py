@@ -1,6 +1,6 @@
 """Time stytr's CUDA ops against the pure-PyTorch reference at StyleGAN2 shapes.
 
-    python benchmarks/bench_ops.py [--batch 8] [--dtype float32] [--reps 50]
+    python -m stytr.benchmarks.ops [--batch 8] [--dtype float32] [--reps 50]
 
 Prints, for each op and shape, milliseconds per call for the forward pass and for
 forward + backward, the reference's time divided by the plugin's (the speed-up), and
