@@ -8,9 +8,9 @@ once and falls back; it never breaks import.
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
+import sys
 
 import torch
 from torch import nn
@@ -19,7 +19,6 @@ from .reference import fused_leaky_relu_ref, normalize_pad, upfirdn2d_ref
 
 __all__ = ["upfirdn2d", "fused_leaky_relu", "FusedLeakyReLU", "backend_for", "ops_mode"]
 
-log = logging.getLogger(__name__)
 _announced: set[str] = set()
 
 
@@ -34,7 +33,8 @@ def _announce(op: str, backend: str) -> None:
     key = f"{op}:{backend}"
     if key not in _announced:
         _announced.add(key)
-        log.info("stytr.ops: %s runs on the %s implementation", op, backend)
+        name = "CUDA plugin" if backend == "cuda" else "pure-PyTorch reference"
+        print(f"stytr.ops: {op} runs on the {name} (STYTR_OPS={ops_mode()})", file=sys.stderr)
 
 
 def backend_for(x: torch.Tensor) -> str:
