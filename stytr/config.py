@@ -170,11 +170,12 @@ class ToyDistillConfig(Config):
     sample_every: int = 500
     seed: int = 0
     threads: int = 1
+    compile: bool = True              # torch.compile the generator: ~2.5x faster steps on a CPU after a ~2 min compile
     out: str = "runs/toy_generator"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "toy": {},
-        "smoke": dict(steps=3, batch=4, ckpt_every=2, sample_every=2, perceptual_start=0),
+        "smoke": dict(steps=3, batch=4, ckpt_every=2, sample_every=2, perceptual_start=0, compile=False),
     }
 
 

@@ -84,6 +84,8 @@ def train_toy_generator(cfg: ToyDistillConfig, ship: bool = False, predictor=Non
         start, elapsed = state["step"], state.get("elapsed", 0.0)
         print(f"resumed from {ckpt} at step {start}")
 
+    # Compiling changes no parameter: checkpoints and the EMA keep using ``g`` itself.
+    g_forward = torch.compile(g) if cfg.compile else g
     writer = summary_writer(out)
     fixed_z = batch_z(cfg, -1)[:16]
     fixed_target = torch.from_numpy(render_z(fixed_z.numpy(), cfg.generator.size))
@@ -99,7 +101,7 @@ def train_toy_generator(cfg: ToyDistillConfig, ship: bool = False, predictor=Non
     for step in bar:
         z = batch_z(cfg, step)
         target = torch.from_numpy(render_z(z.numpy(), cfg.generator.size))
-        fake, _ = g([z])
+        fake, _ = g_forward([z])
         loss_l1 = multiscale_l1(fake, target, cfg.l1_scales)
         loss = cfg.w_l1 * loss_l1
         logs = {"l1": loss_l1.item()}
