@@ -7,7 +7,7 @@ from stytr.checkpoints import load_weights
 from stytr.config import ToyDistillConfig, ToyPredictorConfig
 from stytr.toy import AttributePredictor
 from stytr.toy.generator import load_generator
-from stytr.train.toy_generator import batch_z, multiscale_l1, train_toy_generator
+from stytr.train.toy_generator import batch_z, export_from_checkpoint, multiscale_l1, train_toy_generator
 from stytr.train.toy_predictor import random_blur, train_toy_predictor
 
 
@@ -42,6 +42,11 @@ def test_distillation_resumes_and_exports(tmp_path):
     assert report["steps"] == 4 and (tmp_path / "b" / "samples_000004.png").exists()
     meta = load_weights(tmp_path / "b" / "toyfaces_generator.safetensors")[1]
     assert json.loads(meta["generator_config"])["size"] == 64
+    # A checkpoint exported mid-run names the command that reproduces it.
+    report = export_from_checkpoint(tmp_path / "b" / "last.pt", tmp_path / "export.safetensors")
+    exported = load_generator(tmp_path / "export.safetensors")
+    assert report["steps"] == 4 and torch.equal(exported.conv1.conv.weight, resumed.conv1.conv.weight)
+    assert load_weights(tmp_path / "export.safetensors")[1]["command"].endswith("--steps 4")
 
 
 def test_batches_are_a_function_of_step():

@@ -159,3 +159,19 @@ def _metadata(cfg: ToyDistillConfig, report: dict) -> dict[str, str]:
     return {"generator_config": json.dumps(cfg.generator.to_dict()), "distill_config": json.dumps(cfg.to_dict()),
             "steps": str(report["steps"]), "wall_s": f"{report['wall_s']:.0f}",
             "command": "python -m stytr train-toy-generator --preset toy --ship"}
+
+
+def export_from_checkpoint(checkpoint, path) -> dict:
+    """Write the EMA generator of a distillation checkpoint (``out/last.pt``) as shipped weights.
+
+    The data order and learning rate depend only on the step, so the same command with
+    ``--steps`` set to the checkpoint's step reproduces these weights; the metadata says so."""
+    from ..checkpoints import load
+
+    state = load(checkpoint)
+    cfg = ToyDistillConfig.from_dict(state["config"])
+    report = {"steps": state["step"], "wall_s": state.get("elapsed", 0.0)}
+    meta = _metadata(cfg, report)
+    meta["command"] = f"python -m stytr train-toy-generator --preset toy --ship --steps {state['step']}"
+    save_weights(state["g_ema"], path, metadata=meta)
+    return report
