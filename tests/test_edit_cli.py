@@ -108,3 +108,13 @@ def test_usage_errors(files, tmp_path):
         main(base + ["--classifier", str(files / "classifier.pt"), "--attribute", "Smilling"])
     with pytest.raises(SystemExit, match="needs --stylespace"):
         main(base + ["--method", "stylespace"])
+
+
+def test_toy_weights_missing_is_a_clear_error(files, tmp_path, monkeypatch):
+    monkeypatch.setenv("STYTR_DATA", str(tmp_path / "empty"))
+    with pytest.raises(SystemExit, match="shipped ToyFaces encoder"):
+        main(["edit", "--checkpoint", "toy", "--classifier", "toy", "--input", str(files / "photo.png"),
+              "--output", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="shipped ToyFaces latent classifier"):
+        main(["edit", "--checkpoint", str(files / "encoder.pt"), "--classifier", "toy",
+              "--input", str(files / "photo.png"), "--output", str(tmp_path / "x")])
