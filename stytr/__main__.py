@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--interfacegan", help="InterFaceGAN boundaries (InterFaceGAN.save) for that method")
             p.add_argument("--stylespace", help="StyleSpace statistics (StyleSpace.save) for that method")
             p.add_argument("--reference", help="reference photo: transfer --attribute from it (needs --editor)")
-            p.add_argument("--editor", help="reference-editing EditTransformer checkpoint for --attribute")
+            p.add_argument("--editor", help="reference-editing EditTransformer checkpoint for --attribute, or 'toy' (shipped ToyFaces editor)")
             p.add_argument("--align", action="store_true", help="FFHQ-align the photos first (dlib)")
             p.add_argument("--landmarks", help="dlib shape_predictor_68_face_landmarks.dat (with --align)")
             p.add_argument("--device", default="cpu")

@@ -192,3 +192,41 @@ def test_cli_function(tmp_path, capsys):
                                       "--attribute", "Male", "--steps", "2"])
     assert "[Male]: transfer" in capsys.readouterr().out
     assert (tmp_path / "cli" / "final.pt").exists()
+
+
+def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
+    """--ship writes only the editing block; load_reference_editor reassembles it with the shipped
+    generator and classifier (here smoke-sized stand-ins in a temporary data folder)."""
+    from stytr.checkpoints import save_atomic, save_weights
+    from stytr.checkpoints import CheckpointError
+    from stytr.editing.session import TOY_CLASSIFIER_FILE
+    from stytr.toy.generator import GENERATOR_FILE
+    from stytr.toy.reference_editor import editor_file, load_reference_editor
+    from stytr.train.latent_classifier import export_safetensors
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("STYTR_DATA", str(data))
+    save_atomic({"latents": codes()}, tmp_path / "latents.pt")
+    cfg = smoke(tmp_path, "ship", codes=str(tmp_path / "latents.pt"), attribute="Bangs", steps=2)
+    model = build_model(cfg)
+    generator = cfg.model.generator.build()
+    save_weights(generator.state_dict(), data / GENERATOR_FILE,
+                 metadata={"generator_config": json.dumps(cfg.model.generator.to_dict())})
+    export_safetensors(model.classifier, data / TOY_CLASSIFIER_FILE)
+
+    args = argparse.Namespace(preset="toy", restart=False, threads=None, ship=True)
+    from stytr.train import reference_editing
+    monkeypatch.setattr(reference_editing.ReferenceEditTrainConfig, "preset",
+                        classmethod(lambda cls, name, **kw: cfg))
+    cmd_train_reference_editor(args, [])
+    assert "shipped" in capsys.readouterr().out
+    path = data / editor_file("Bangs")
+    assert path.stat().st_size < 2_000_000
+    trained = EditTransformer.from_checkpoint(tmp_path / "ship" / "final.pt")
+    loaded = load_reference_editor("bangs")
+    src, ref = codes(4, seed=1), codes(4, seed=2)
+    with torch.no_grad():
+        assert torch.allclose(loaded(src, ref), trained(src, ref), atol=5e-3)   # fp16 storage
+    with pytest.raises(CheckpointError, match="toyfaces_reference_editor_smiling"):
+        load_reference_editor("Smiling")          # no such shipped file: the error names it

@@ -122,7 +122,7 @@ class EditSession:
         ss = StyleSpace.load(stylespace, generator=model.decoder) if stylespace else None
         eds = {}
         for attr, path in (editors or {}).items():
-            eds[attr] = load_editor(path, classifier if _is_file(classifier) else None, device)
+            eds[attr] = load_editor(path, classifier if _is_file(classifier) else None, device, attribute=attr)
         return cls(model, clf, ifg, ss, eds, **kwargs)
 
     def _default_attributes(self) -> list[str]:
@@ -406,22 +406,16 @@ def _load_inversion(checkpoint, device, loader):
 
 
 def load_toy_classifier(device="cpu"):
-    """The shipped ToyFaces latent classifier: a ``stytr.toy`` loader when there is one, else
-    ``data/toyfaces_latent_classifier.safetensors``; a CheckpointError says what is missing."""
-    import stytr.toy as toy
-
-    for name in ("load_latent_classifier", "load_classifier"):
-        loader = getattr(toy, name, None)
-        if loader is not None:
-            return loader(device=device)
+    """The shipped ToyFaces latent classifier (``data/toyfaces_latent_classifier.safetensors``); a
+    CheckpointError says what is missing and which command writes it."""
     from ..checkpoints import data_dir
     from ..models.latent_classifier import LatentClassifier
 
     path = data_dir() / TOY_CLASSIFIER_FILE
     if not path.is_file():
-        raise CheckpointError(f"--classifier toy needs the shipped ToyFaces latent classifier, expected at {path}; "
-                              f"it is not there (train it with stytr.train.latent_classifier on toy W+ codes, "
-                              f"or pass a classifier checkpoint path)")
+        raise CheckpointError(f"the shipped ToyFaces latent classifier is missing: expected {path} "
+                              f"(python -m stytr train-latent-classifier --preset toy --ship writes it), "
+                              f"or pass a classifier checkpoint path")
     return LatentClassifier.from_checkpoint(path, map_location=device).to(device).eval()
 
 
@@ -440,12 +434,19 @@ def load_classifier(spec, model=None, device="cpu"):
     return LatentClassifier.from_checkpoint(path, style_dim=style_dim, map_location=device).to(device).eval()
 
 
-def load_editor(spec, classifier_path=None, device="cpu"):
-    """A reference-editing EditTransformer from a checkpoint path (or a module)."""
+def load_editor(spec, classifier_path=None, device="cpu", attribute=None):
+    """A reference-editing EditTransformer from a checkpoint path, a module, or ``"toy"`` (the shipped
+    ToyFaces editor for ``attribute``)."""
     from ..models.edit_transformer import EditTransformer
 
     if isinstance(spec, torch.nn.Module):
         return spec.to(device).eval()
+    if spec == "toy":
+        from ..toy.reference_editor import load_reference_editor
+
+        if attribute is None:
+            raise ValueError("load_editor('toy') needs the attribute whose shipped editor to load")
+        return load_reference_editor(attribute_name(attribute), device=device)
     path = Path(spec).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"reference editor checkpoint not found: {path}")

@@ -458,3 +458,15 @@ def cmd_train_reference_editor(args, extra):
               f"keep {m['keep_rate']:.3f}; checkpoint {result.checkpoint}")
     else:
         print(f"step {result.steps}: no held-out codes to evaluate; checkpoint {result.checkpoint}")
+    if getattr(args, "ship", False):
+        from ..checkpoints import data_dir
+        from ..toy.reference_editor import editor_file, export_reference_editor
+
+        if args.preset != "toy":
+            raise SystemExit("--ship writes the ToyFaces editors into data/; it is for --preset toy")
+        path = export_reference_editor(
+            result.model, data_dir() / editor_file(result.attribute), result.attribute,
+            {"steps": result.steps, "metrics": json.dumps(m),
+             "command": f"python -m stytr train-reference-editor --preset toy --attribute {result.attribute} "
+                        f"--out {cfg.out} --ship"})
+        print(f"shipped {path}")
