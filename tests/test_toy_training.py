@@ -54,3 +54,13 @@ def test_batches_are_a_function_of_step():
     assert torch.equal(batch_z(cfg, 3), batch_z(cfg, 3)) and not torch.equal(batch_z(cfg, 3), batch_z(cfg, 4))
     a = torch.zeros(1, 3, 8, 8)
     assert multiscale_l1(a, a + 1, (1, 2)).item() == 1.0
+
+
+def test_distillation_lr_schedule_is_constant_then_linear():
+    from stytr.config import ToyDistillConfig
+
+    cfg = ToyDistillConfig(steps=100, lr_decay_start=60, lr_final_mult=0.1)
+    assert cfg.lr_multiplier(0) == cfg.lr_multiplier(59) == 1.0
+    assert abs(cfg.lr_multiplier(80) - 0.55) < 1e-9
+    assert abs(cfg.lr_multiplier(100) - 0.1) < 1e-9
+    assert ToyDistillConfig(steps=50, lr_decay_start=60).lr_multiplier(55) == 1.0

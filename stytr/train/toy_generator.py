@@ -98,7 +98,10 @@ def train_toy_generator(cfg: ToyDistillConfig, ship: bool = False, predictor=Non
     t0 = time.time()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="distil")
     logs = {}
+    base_lrs = [cfg.lr, cfg.lr * cfg.lr_mapping_mult]
     for step in bar:
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * cfg.lr_multiplier(step)
         z = batch_z(cfg, step)
         target = torch.from_numpy(render_z(z.numpy(), cfg.generator.size))
         fake, _ = g_forward([z])
