@@ -15,11 +15,12 @@ _EXPORTS = {
                    "encoder_flops", "time_models", "complexity_table", "write_csv", "format_complexity_table"),
     "rescoring": ("PAPER_ATTRIBUTES", "PAPER_ATTRIBUTE_LABELS", "PAPER_FIGURE1", "rescoring_matrix",
                   "disentanglement_score", "plot_rescoring", "predict_probabilities"),
+    "edit_rates": ("edit_rates", "label_edit_rates", "reference_edit_rates"),
     "user_study": ("paper_table2", "aggregate", "format_table", "plot_user_study", "write_table_csv", "UserStudyApp"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE) + ["metrics", "complexity", "rescoring", "user_study"]
+__all__ = sorted(_WHERE) + ["metrics", "complexity", "rescoring", "edit_rates", "user_study"]
 
 
 def __getattr__(name: str):
