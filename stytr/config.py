@@ -311,7 +311,7 @@ class EditTransformerConfig(Config):
     n_attr: int = 40
     classifier_hidden: tuple = (2048, 512)
     classifier_embed_dim: int = 32
-    classifier_checkpoint: str = ""   # latent classifier weights ("" = build it untrained)
+    classifier_checkpoint: str = ""   # latent classifier weights ("toy" = the shipped ToyFaces one, "" = untrained)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
@@ -426,10 +426,9 @@ class ReferenceEditTrainConfig(Config):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
-        "toy": dict(model=dict(EditTransformerConfig.PRESETS["toy"],
-                               classifier_checkpoint="runs/toy_latent_classifier/latent_classifier.pt"),
+        "toy": dict(model=dict(EditTransformerConfig.PRESETS["toy"], classifier_checkpoint="toy"),
                     codes="runs/toy_latent_classifier/codes.pt", steps=2000, eval_every=250, eval_pairs=500, image_every=250,
-                    log_every=25, ckpt_every=250, out="runs/toy_reference_editor"),
+                    log_every=25, ckpt_every=250, out="runs/toy_reference_editor/{attribute}"),
         # No generator and a tiny classifier: seconds on a CPU, for tests (codes must be given).
         "smoke": dict(model=dict(generator=dict(GeneratorConfig.PRESETS["toy"], size=16, style_dim=32, n_mlp=2,
                                                 channel_multiplier=1, channel_max=16, checkpoint=""),

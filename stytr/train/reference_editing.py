@@ -252,7 +252,11 @@ def build_model(cfg: ReferenceEditTrainConfig):
     model = EditTransformer(cfg.model, build_generator=gen_state is not None, build_classifier=True)
     if gen_state is not None:
         load_state_strict(model.decoder, gen_state, f"generator {cfg.model.generator.checkpoint}")
-    if cfg.model.classifier_checkpoint:
+    if cfg.model.classifier_checkpoint == "toy":
+        from ..editing.session import load_toy_classifier
+
+        model._set_classifier(load_toy_classifier())
+    elif cfg.model.classifier_checkpoint:
         model.load_classifier(cfg.model.classifier_checkpoint)
     else:
         warnings.warn("model.classifier_checkpoint is empty: training against an untrained (random) latent "
@@ -282,12 +286,14 @@ class ReferenceEditTrainer:
         if cfg.batch < 2 or cfg.batch % 2:
             raise ValueError(f"batch must be even and >= 2 (it splits into sources and references), got {cfg.batch}")
         torch.manual_seed(cfg.seed)
-        self.out = Path(cfg.out)
         self.device = torch.device(device)
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
         names = list(self.model.classifier.attribute_names)
         self.attr = attribute_index(cfg.attribute, names)
         self.attribute = names[self.attr]
+        # One run folder per edited attribute when ``out`` says so ("runs/x/{attribute}"), so that
+        # training a second attribute never resumes from the first one's checkpoint.
+        self.out = Path(cfg.out.replace("{attribute}", self.attribute.lower()))
         self.latents, self.labels = load_codes(cfg.codes if codes is None else codes, self.model.cfg.latent_count,
                                                self.model.cfg.style_dim)
         self.train_idx, self.val_idx = _split(len(self.latents), cfg.val_fraction, cfg.seed)
@@ -467,6 +473,5 @@ def cmd_train_reference_editor(args, extra):
         path = export_reference_editor(
             result.model, data_dir() / editor_file(result.attribute), result.attribute,
             {"steps": result.steps, "metrics": json.dumps(m),
-             "command": f"python -m stytr train-reference-editor --preset toy --attribute {result.attribute} "
-                        f"--out {cfg.out} --ship"})
+             "command": f"python -m stytr train-reference-editor --preset toy --attribute {result.attribute} --ship"})
         print(f"shipped {path}")
