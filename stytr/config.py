@@ -226,6 +226,39 @@ class LatentClassifierTrainConfig(Config):
     }
 
 
+# -- Attribute editing ---------------------------------------------------------------
+
+@dataclass
+class EditingConfig(Config):
+    """Default strengths of the editors of :mod:`stytr.editing`, for notebooks, re-scoring and the CLI.
+
+    A strength is the step size of one edit (``Editor.edit_images(..., strength, target)``): per W+
+    row for the label editors, along the unit boundary normal for InterFaceGAN, in units of the
+    channel's standard deviation for StyleSpace. ``ffhq`` keeps the authors' alpha of 3 for label
+    editing; ``toy`` values are the ones at which notebook 04 measures its flip and keep rates.
+    """
+
+    label_1: float = 3.0
+    label_2: float = 3.0
+    label_hvp: float = 3.0
+    interfacegan: float = 3.0
+    stylespace: float = 10.0
+    attributes: tuple = ("Smiling", "Bangs", "Male", "Eyeglasses", "Young")   # the paper's five
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": {},
+    }
+
+    def strength(self, editor: str) -> float:
+        """The strength for an editor by its ``name`` (``label-1``, ``label-2``, ``label-hvp``,
+        ``interfacegan``, ``interfacegan-conditional``, ``stylespace``)."""
+        key = editor.replace("-", "_").removesuffix("_conditional")
+        if not hasattr(self, key) or key == "attributes":
+            raise ValueError(f"no default strength for editor {editor!r}")
+        return float(getattr(self, key))
+
+
 # -- Inversion encoders and the reference-editing transformer ------------------------
 
 def _toy_generator_dict() -> dict[str, Any]:
