@@ -42,11 +42,16 @@ def test_distillation_resumes_and_exports(tmp_path):
     assert report["steps"] == 4 and (tmp_path / "b" / "samples_000004.png").exists()
     meta = load_weights(tmp_path / "b" / "toyfaces_generator.safetensors")[1]
     assert json.loads(meta["generator_config"])["size"] == 64
-    # A checkpoint exported mid-run names the command that reproduces it.
+    # An exported checkpoint names the command that reproduces it; one from before the end says which part.
     report = export_from_checkpoint(tmp_path / "b" / "last.pt", tmp_path / "export.safetensors")
     exported = load_generator(tmp_path / "export.safetensors")
     assert report["steps"] == 4 and torch.equal(exported.conv1.conv.weight, resumed.conv1.conv.weight)
-    assert load_weights(tmp_path / "export.safetensors")[1]["command"].endswith("--steps 4")
+    assert load_weights(tmp_path / "export.safetensors")[1]["command"].endswith("--preset toy --ship")
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    state["step"] = 2
+    torch.save(state, tmp_path / "mid.pt")
+    export_from_checkpoint(tmp_path / "mid.pt", tmp_path / "mid.safetensors")
+    assert load_weights(tmp_path / "mid.safetensors")[1]["command"].startswith("the first 2 of 4 steps of: python")
 
 
 def test_batches_are_a_function_of_step():

@@ -167,14 +167,18 @@ def _metadata(cfg: ToyDistillConfig, report: dict) -> dict[str, str]:
 def export_from_checkpoint(checkpoint, path) -> dict:
     """Write the EMA generator of a distillation checkpoint (``out/last.pt``) as shipped weights.
 
-    The data order and learning rate depend only on the step, so the same command with
-    ``--steps`` set to the checkpoint's step reproduces these weights; the metadata says so."""
+    The data order depends only on the step and the learning rate on (step, ``steps``), so a
+    checkpoint before the end of its run is the state after that many steps of the run's
+    command (not of a run with a smaller ``--steps``, whose decay would start elsewhere); the
+    metadata says which."""
     from ..checkpoints import load
 
     state = load(checkpoint)
     cfg = ToyDistillConfig.from_dict(state["config"])
     report = {"steps": state["step"], "wall_s": state.get("elapsed", 0.0)}
     meta = _metadata(cfg, report)
-    meta["command"] = f"python -m stytr train-toy-generator --preset toy --ship --steps {state['step']}"
+    if state["step"] < cfg.steps:
+        meta["command"] = (f"the first {state['step']} of {cfg.steps} steps of: "
+                           f"python -m stytr train-toy-generator --preset toy")
     save_weights(state["g_ema"], path, metadata=meta)
     return report
