@@ -59,7 +59,13 @@ def test_flip_and_keep_counts():
     r = edit_rates(ChannelPredictor(), x, both, "Smiling")
     others = len(ATTRIBUTES) - 1
     assert r["keep_per_attribute"]["Male"] == 0.0
-    assert r["keep_rate"] == pytest.approx((others - 1) / others)
+    assert r["keep_rate_all"] == pytest.approx((others - 1) / others)
+    # Mouth_Slightly_Open is entailed by Smiling in ToyFaces, so the keep rate leaves it out
+    assert r["entailed"] == ["Mouth_Slightly_Open"]
+    assert r["keep_rate"] == pytest.approx((others - 2) / (others - 1))
+    # edits of Male may change its entailed attributes; with explicit attributes nothing is left out
+    r = edit_rates(ChannelPredictor(), x, both, "Smiling", attributes=["Smiling", "Male", "Young"])
+    assert r["entailed"] == [] and r["keep_rate"] == pytest.approx(0.5)
     # an explicit target: everyone should end up smiling
     r = edit_rates(ChannelPredictor(), x, red, "Smiling", target=1)
     assert r["flip_rate"] == pytest.approx((red[:, 0].mean((1, 2)) > 0).float().mean().item())

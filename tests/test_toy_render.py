@@ -92,3 +92,26 @@ def test_dataset_and_export(tmp_path):
     assert [v == "1" for v in values] == labels[0].bool().tolist()
     assert len(list((out / "images").glob("*.png"))) == 5
     assert binary_factors(sample_z(3, 0))["Male"].shape == (3,)
+
+
+def test_entailed_attributes_cover_every_coupling_of_the_labelling_rules():
+    """Moving one attribute's coordinate changes only that attribute and the ones ENTAILED lists for it."""
+    import numpy as np
+
+    from stytr.toy.render import ATTRIBUTES, ENTAILED, FACTORS, binary_factors
+
+    assert set(ENTAILED) == set(ATTRIBUTES)
+    coordinate_of = {"Male": "male", "Young": "young", "Smiling": "smiling", "Mouth_Slightly_Open": "mouth_open",
+                     "Goatee": "goatee", "Gray_Hair": "gray_hair", "Wearing_Lipstick": "lipstick",
+                     "Black_Hair": "hair_colour", "Eyeglasses": "eyeglasses", "Bangs": "bangs",
+                     "Pale_Skin": "pale_skin"}
+    base = np.random.default_rng(0).standard_normal((2000, 24))
+    before = binary_factors(base)
+    for attr, factor in coordinate_of.items():
+        for value in np.linspace(-3, 3, 13):
+            z = base.copy()
+            z[:, FACTORS[factor]] = value
+            after = binary_factors(z)
+            changed = {a for a in ATTRIBUTES if (after[a] != before[a]).any()}
+            allowed = {attr, *ENTAILED[attr]} | ({"Blond_Hair"} if factor == "hair_colour" else set())
+            assert changed <= allowed, (attr, value, changed - allowed)

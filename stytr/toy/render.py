@@ -35,6 +35,27 @@ ATTRIBUTES = [a for a in CELEBA_ATTRIBUTES if a in {
     "Bangs", "Black_Hair", "Blond_Hair", "Eyeglasses", "Goatee", "Gray_Hair", "Male", "Mouth_Slightly_Open",
     "No_Beard", "Pale_Skin", "Smiling", "Wearing_Lipstick", "Young"}]
 ATTRIBUTE_MASK = np.array([a in ATTRIBUTES for a in CELEBA_ATTRIBUTES], dtype=bool)
+
+# For each attribute, the others that an edit of it may legitimately change, because the
+# labelling rules in binary_factors tie them together: a label that is a function of the
+# edited attribute's coordinate (Goatee and Wearing_Lipstick depend on "male"; the Bangs
+# threshold too), or a condition the edit cannot meet without changing (a goatee needs a
+# male face). Keep rates of edits are measured over the other attributes only.
+ENTAILED = {
+    "Male": ("Bangs", "Goatee", "No_Beard", "Wearing_Lipstick"),
+    "Young": ("Black_Hair", "Blond_Hair", "Eyeglasses", "Gray_Hair"),
+    "Smiling": ("Mouth_Slightly_Open",),
+    "Mouth_Slightly_Open": ("Smiling",),
+    "Goatee": ("Male", "No_Beard", "Wearing_Lipstick", "Bangs"),
+    "No_Beard": ("Male", "Goatee", "Wearing_Lipstick", "Bangs"),
+    "Wearing_Lipstick": ("Male", "Goatee", "No_Beard", "Bangs"),
+    "Gray_Hair": ("Black_Hair", "Blond_Hair", "Young"),
+    "Black_Hair": ("Blond_Hair", "Gray_Hair"),
+    "Blond_Hair": ("Black_Hair", "Gray_Hair"),
+    "Eyeglasses": (),
+    "Bangs": (),
+    "Pale_Skin": (),
+}
 SIZES = (32, 64, 128)
 
 
