@@ -97,3 +97,15 @@ def test_written_files_are_readable_by_others(tmp_path):
         os.umask(old)
     for path in (a, b):
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_editing_config_strengths():
+    from stytr.config import EditingConfig
+
+    toy = EditingConfig.preset("toy")
+    assert toy.strength("label-1") == 8.0 and toy.strength("label-1", "Male") == 12.0
+    assert toy.strength("interfacegan-conditional", "Young") == 6.0
+    assert EditingConfig.preset("ffhq").strength("label-2", "Male") == 3.0    # the authors' alpha
+    assert EditingConfig.from_dict(toy.to_dict()) == toy
+    with pytest.raises(ValueError, match="no default strength"):
+        toy.strength("attributes")

@@ -100,7 +100,7 @@ def _render(G, wplus: torch.Tensor, noise) -> torch.Tensor:
         return G.synthesis(wplus, noise=noise, randomize_noise=False)
 
 
-def rescoring_matrix(G, wplus: torch.Tensor, editor, attributes: Sequence[int | str], strength: float, predictor,
+def rescoring_matrix(G, wplus: torch.Tensor, editor, attributes: Sequence[int | str], strength, predictor,
                      direction: str = "flip", score: str = "prob", batch: int = 16, noise=None,
                      image_size: int | None = None,
                      attribute_names: Sequence[str] = CELEBA_ATTRIBUTES) -> tuple[np.ndarray, dict[str, Any]]:
@@ -112,6 +112,7 @@ def rescoring_matrix(G, wplus: torch.Tensor, editor, attributes: Sequence[int | 
     ``editor.edit_images(G, wplus, attribute, strength, target=0|1, noise=..., randomize_noise=False)``
     (:mod:`stytr.editing`); images are rendered with fixed noise (``noise``, or the
     generator's stored noise), so the originals and the edits differ only by the edit.
+    ``strength``: one number, or ``{attribute name: strength}`` for every edited attribute.
     ``attributes`` are names or indices into ``attribute_names`` (the predictor's columns); the
     editor receives the attribute's *name*.
 
@@ -137,6 +138,13 @@ def rescoring_matrix(G, wplus: torch.Tensor, editor, attributes: Sequence[int | 
     def to_score(logits):
         return torch.sigmoid(logits) if score == "prob" else logits
 
+    if isinstance(strength, Mapping):
+        missing = [a for a in names if a not in strength]
+        if missing:
+            raise ValueError(f"strength has no value for {missing}")
+        strengths = [float(strength[a]) for a in names]
+    else:
+        strengths = [float(strength)] * k
     if score not in ("prob", "logit"):
         raise ValueError(f"score must be 'prob' or 'logit', got {score!r}")
     logit_orig = torch.cat([logits_of(_render(G, wplus[c], noise)) for c in chunks])
@@ -155,7 +163,7 @@ def rescoring_matrix(G, wplus: torch.Tensor, editor, attributes: Sequence[int | 
                 sel = idx[target[idx] == t]
                 if len(sel) == 0:
                     continue
-                edited = editor.edit_images(G, wplus[sel], names[i], strength, target=t, noise=noise,
+                edited = editor.edit_images(G, wplus[sel], names[i], strengths[i], target=t, noise=noise,
                                             randomize_noise=False)
                 p_edit[i, sel] = to_score(logits_of(edited.detach()))
     delta = p_edit - p_orig.unsqueeze(0)               # (K, N, K): edit i, image n, scored j
@@ -164,7 +172,7 @@ def rescoring_matrix(G, wplus: torch.Tensor, editor, attributes: Sequence[int | 
     crossed = (own >= (0.5 if score == "prob" else 0.0)) == (signs > 0)
     details = {"attributes": names, "indices": indices, "p_original": p_orig.numpy(), "p_edited": p_edit.numpy(),
                "sign": signs.numpy(), "flip_rate": crossed.float().mean(1).numpy(),
-               "disentanglement": disentanglement_score(matrix), "strength": strength, "direction": direction,
+               "disentanglement": disentanglement_score(matrix), "strength": dict(zip(names, strengths)), "direction": direction,
                "score": score, "editor": getattr(editor, "name", type(editor).__name__), "n": n}
     return matrix, details
 
