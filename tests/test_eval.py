@@ -1,5 +1,6 @@
 """stytr.eval: reconstruction metrics, complexity (Table 1) and re-scoring (Figure 1), on tiny models."""
 import csv
+import time
 
 import numpy as np
 import pytest
@@ -149,13 +150,18 @@ def test_time_models_interleaves():
 
         def encode(self, x):
             calls.append(self.name)
+            return self.name
 
-        def forward(self, x, randomize_noise=False):
-            pass
+        def decode(self, codes, randomize_noise=False):
+            calls.append(f"decode {codes}")      # renders the code the encoder just produced
+            time.sleep(0.002)
 
     out = cx.time_models({"a": Fake("a"), "b": Fake("b"), "c": Fake("c")}, repeats=2, warmup=1)
-    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]   # round robin, rotating start
+    encodes = [c for c in calls if not c.startswith("decode")]
+    assert encodes == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]   # round robin, rotating start
+    assert calls[:2] == ["a", "decode a"]
     assert all(len(v["encoder_samples"]) == 2 for v in out.values())
+    assert all(t > e for v in out.values() for e, t in zip(v["encoder_samples"], v["total_samples"]))
 
 
 # -- re-scoring --------------------------------------------------------------------------------
