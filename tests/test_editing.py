@@ -269,3 +269,23 @@ def test_editors_share_one_call_shape(toy):
     assert (_logit(C, editors[0].edit_latent(x, "Male", 0.5, 0)) < base).all()
     with pytest.raises(ValueError):
         ifg_ed.edit_latent(x, "Male", 1.0, target=2)
+
+
+def test_directions_survive_a_saturated_classifier():
+    """A confident classifier (|logit| ~ 50) still gives unit-norm directions for both orders:
+    Algorithm 2's dominant term is the gradient toward the label the code already has."""
+    from stytr.editing import direction
+
+    torch.manual_seed(0)
+    v = torch.randn(3 * 8)
+
+    def classifier(flat):                         # linear: only the loss can make the gradient vanish
+        return (flat @ v)[:, None].repeat(1, 40)
+
+    w = torch.randn(4, 3, 8)
+    sign = (w.flatten(1) @ v > 0).float()          # the classifier's current decision
+    w = w + 50 * (2 * sign - 1)[:, None, None] * v.view(3, 8) / v.norm() ** 2
+    assert (classifier(w.flatten(1))[:, 0].abs() > 40).all()
+    for order in (1, 2):
+        d = direction(w, classifier, 0, target=1 - sign, order=order, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(d.norm(dim=-1), torch.ones(4, 3), atol=1e-4), (order, d.norm(dim=-1))

@@ -97,13 +97,24 @@ def attribute_logit(classifier: Callable, w: torch.Tensor, attribute: int) -> to
 
 
 def _loss(classifier, w, attribute, y) -> torch.Tensor:
-    # BCE on sigmoid(logit), computed from the logit for stability; summed over the batch so every
-    # sample's gradient is its own (the per-row normalisation makes the reduction irrelevant anyway).
-    return F.binary_cross_entropy_with_logits(attribute_logit(classifier, w, attribute), y, reduction="sum")
+    # BCE on sigmoid(logit), written as y*softplus(-x) + (1-y)*softplus(x): the same value as
+    # binary_cross_entropy_with_logits, but its gradient -y*sigmoid(-x) + (1-y)*sigmoid(x) stays
+    # non-zero for a confident classifier. torch's BCE backward forms sigmoid(x) - y, which is
+    # exactly 0 in float32 once |x| > ~17, and then Algorithm 2 (whose dominant term is the
+    # gradient toward the label the code already has) returns no direction at all. The size of
+    # the gradient does not matter: every direction is normalised per W+ row.
+    # Summed over the batch so every sample's gradient is its own.
+    x = attribute_logit(classifier, w, attribute)
+    return (y * F.softplus(-x) + (1 - y) * F.softplus(x)).sum()
 
 
 def normalize_per_layer(d: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
-    """Each W+ row divided by its L2 norm over the style axis (all-zero rows stay zero)."""
+    """Each W+ row divided by its L2 norm over the style axis (all-zero rows stay zero).
+
+    Rows are first divided by their largest |entry|, so that the tiny gradients of a confident
+    classifier (1e-12 and less) are normalised too instead of vanishing under ``eps``."""
+    scale = d.abs().amax(dim=-1, keepdim=True)
+    d = d / torch.where(scale > 0, scale, torch.ones_like(scale))
     return d / d.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
