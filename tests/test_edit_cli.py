@@ -118,3 +118,31 @@ def test_toy_weights_missing_is_a_clear_error(files, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="shipped ToyFaces latent classifier"):
         main(["edit", "--checkpoint", str(files / "encoder.pt"), "--classifier", "toy",
               "--input", str(files / "photo.png"), "--output", str(tmp_path / "x")])
+
+
+def test_shipped_toy_weights_end_to_end(tmp_path):
+    """The CLI on the shipped ToyFaces weights: copy Male from a reference face, then add glasses by label."""
+    from stytr.attributes import CELEBA_ATTRIBUTES
+    from stytr.toy import load_attribute_predictor, sample_z, labels_z, render_z
+
+    z = sample_z(200, seed=9)
+    male = labels_z(z)[:, CELEBA_ATTRIBUTES.index("Male")].astype(bool)
+    src, ref = z[~male][:1], z[male][:1]
+    for name, code in (("src.png", src), ("ref.png", ref)):
+        image = ((render_z(code)[0].transpose(1, 2, 0) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        Image.fromarray(image).save(tmp_path / name)
+    main(["edit", "--checkpoint", "toy", "--input", str(tmp_path / "src.png"), "--reference", str(tmp_path / "ref.png"),
+          "--attribute", "Male", "--editor", "toy", "--output", str(tmp_path / "ref_edit")])
+    main(["edit", "--checkpoint", "toy", "--classifier", "toy", "--input", str(tmp_path / "src.png"),
+          "--attribute", "Eyeglasses", "--alpha", "8", "--output", str(tmp_path / "label_edit")])
+    predictor = load_attribute_predictor()
+
+    def predicted(path, attribute):
+        x = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1)
+        with torch.no_grad():
+            return bool(predictor(x.permute(2, 0, 1)[None])[0, CELEBA_ATTRIBUTES.index(attribute)] > 0)
+
+    assert not predicted(tmp_path / "ref_edit" / "reconstruction.png", "Male")
+    assert predicted(tmp_path / "ref_edit" / "edited.png", "Male")
+    assert not predicted(tmp_path / "label_edit" / "reconstruction.png", "Eyeglasses")
+    assert predicted(tmp_path / "label_edit" / "edited.png", "Eyeglasses")
