@@ -1,6 +1,8 @@
 """Pieces every trainer shares: resumable checkpoints, RNG state, logging, EMA."""
 from __future__ import annotations
 
+import json
+
 import copy
 import random
 from pathlib import Path
@@ -60,6 +62,19 @@ def restore(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Opt
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return state
+
+
+def resume_latest(out: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  path: str | Path | None = None, verbose: bool = True) -> tuple[dict[str, Any], list] | None:
+    """Restore ``path`` (default ``out/last.pt``) into a trainer's model and optimiser.
+    Returns ``(state, history)`` with the JSON history decoded, or None when there is nothing to resume."""
+    path = path or latest_checkpoint(out)
+    if path is None:
+        return None
+    state = restore(path, model, optimizer)
+    if verbose:
+        print(f"resumed {path} at step {state['step']}")
+    return state, json.loads(state.get("history", "[]"))
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from ..checkpoints import save_atomic
 from ..config import InversionTrainConfig
 from ..losses import InversionLoss
 from ..viz import image_grid, interleave
-from .common import latest_checkpoint, restore, rng_state, summary_writer
+from .common import resume_latest, rng_state, summary_writer
 from .distributed import DistInfo, all_reduce_mean, cleanup, setup
 
 
@@ -142,14 +142,11 @@ class InversionTrainer:
         return save_atomic(self.state(), self.out / name)
 
     def resume(self, path=None) -> bool:
-        path = path or latest_checkpoint(self.out)
-        if path is None:
+        resumed = resume_latest(self.out, self.model, self.optimizer, path, verbose=self.dist.is_main)
+        if resumed is None:
             return False
-        state = restore(path, self.model, self.optimizer)
+        state, self.history = resumed
         self.step, self.best_val = state["step"], state["best_val"]
-        self.history = json.loads(state.get("history", "[]"))
-        if self.dist.is_main:
-            print(f"resumed {path} at step {self.step}")
         return True
 
     # -- one step ----------------------------------------------------------------

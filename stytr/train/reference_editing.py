@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..attributes import attribute_index
 from ..checkpoints import CheckpointError, load, load_state_strict, require_file, save_atomic
 from ..config import ReferenceEditTrainConfig
-from .common import latest_checkpoint, restore, rng_state, summary_writer
+from .common import resume_latest, rng_state, summary_writer
 
 __all__ = ["PAIR_MODES", "ReferenceEditResult", "ReferenceEditTrainer", "load_codes", "reference_editing_loss",
            "evaluate_reference_editor", "train_reference_editor", "cmd_train_reference_editor"]
@@ -320,13 +320,10 @@ class ReferenceEditTrainer:
         return save_atomic(self.state(), self.out / name)
 
     def resume(self, path=None) -> bool:
-        path = path or latest_checkpoint(self.out)
-        if path is None:
+        resumed = resume_latest(self.out, self.model, self.optimizer, path)
+        if resumed is None:
             return False
-        state = restore(path, self.model, self.optimizer)
-        self.step = state["step"]
-        self.history = json.loads(state.get("history", "[]"))
-        print(f"resumed {path} at step {self.step}")
+        self.step, self.history = resumed[0]["step"], resumed[1]
         return True
 
     def export(self, name: str = "final.pt", metrics: dict | None = None) -> Path:
