@@ -234,3 +234,18 @@ def test_runner_rejects_bad_input(tmp_path):
     app.start_button.click()  # empty participant id
     assert app.trial is None and "participant id" in app.status.value
     assert not (tmp_path / "v.csv").exists()
+
+
+def test_scripted_participant_on_synthetic_material(tmp_path):
+    """The scripted participant reads the page and prefers the least noisy / least drifting method."""
+    sources, results, attributes = us.synthetic_study_material(2, seed=0)
+    assert len(sources) == len(attributes) == 2 * len(us.ATTRIBUTES) and set(results) == set(us.METHODS)
+    app = us.UserStudyApp(sources, results, attributes, tmp_path / "votes.csv", participant_id="bot")
+    rng = np.random.default_rng(0)
+    while not app.finished:
+        us.scripted_answer(app, us.synthetic_judge, rng, temperature=1e-6)
+    table = us.aggregate(tmp_path / "votes.csv", methods=list(results))
+    assert table.counts.sum() == len(attributes) * len(us.ASPECTS)
+    for attribute in us.ATTRIBUTES:
+        assert table.winner("quality", attribute) == "Ours-2"
+        assert table.winner("disentanglement", attribute) in ("Ours-1", "Ours-2")
