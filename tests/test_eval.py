@@ -250,3 +250,15 @@ def test_disentanglement_score_and_plot(tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError):
         rescoring.plot_rescoring({"x": np.zeros((2, 2))}, rescoring.PAPER_ATTRIBUTES)
+
+
+def test_average_face_mse_uses_the_average_latent_and_resizes():
+    class Fake:
+        latent_avg = torch.zeros(2, 4)
+
+        def decode(self, w, randomize_noise=False):
+            assert w.shape == (1, 2, 4) and not randomize_noise
+            return torch.full((1, 3, 8, 8), 0.5)
+
+    images = torch.ones(3, 3, 4, 4)
+    assert metrics.average_face_mse(Fake(), images) == pytest.approx(0.25)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "metrics": ("mse", "ssim", "gaussian_window", "lpips_distance", "attribute_decisions", "evaluate_reconstruction",
+    "metrics": ("mse", "ssim", "average_face_mse", "gaussian_window", "lpips_distance", "attribute_decisions", "evaluate_reconstruction",
                 "summarize"),
     "complexity": ("PAPER_TABLE1", "TABLE1_METHODS", "COMPLEXITY_COLUMNS", "paper_table1_configs", "count_flops",
                    "encoder_flops", "time_models", "complexity_table", "write_csv", "format_complexity_table"),

@@ -100,6 +100,16 @@ def attribute_decisions(predictor, images: torch.Tensor, indices: Sequence[int])
     return logits[:, list(indices)] > 0
 
 
+@torch.no_grad()
+def average_face_mse(model, images: torch.Tensor) -> float:
+    """MSE of the trivial inversion -- the image of the model's average latent -- against ``images``:
+    the baseline an inversion encoder must beat (notebook 01 asks for at most half of it)."""
+    avg = model.decode(model.latent_avg[None], randomize_noise=False)
+    if avg.shape[-2:] != images.shape[-2:]:
+        avg = F.interpolate(avg, size=images.shape[-2:], mode="area")
+    return ((images - avg) ** 2).mean().item()
+
+
 def _batches(images, batch: int) -> Iterable[torch.Tensor]:
     if isinstance(images, torch.Tensor):
         for start in range(0, images.shape[0], batch):
