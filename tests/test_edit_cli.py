@@ -12,7 +12,7 @@ from stytr.config import EditTransformerConfig, GeneratorConfig, InversionTrainC
 from stytr.editing.interfacegan import InterFaceGAN
 from stytr.models.edit_transformer import EditTransformer
 from stytr.models.latent_classifier import CLASSIFIER_FORMAT, LatentClassifier
-from stytr.models.style_transformer import build_inversion_model
+from stytr.models.inversion import build_inversion_model
 from stytr.toy import render_faces
 
 torch.set_num_threads(1)

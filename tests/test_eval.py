@@ -13,7 +13,7 @@ from stytr.editing import Editor, LabelEditor
 from stytr.eval import complexity as cx
 from stytr.eval import metrics, rescoring
 from stytr.models.latent_classifier import LatentClassifier
-from stytr.models.style_transformer import build_inversion_model
+from stytr.models.inversion import build_inversion_model
 from stytr.toy import ATTRIBUTES, AttributePredictor, render_faces
 
 torch.set_num_threads(1)

@@ -17,7 +17,7 @@ from stytr.config import EditTransformerConfig, GeneratorConfig, InversionTrainC
 from stytr.editing.session import EditSession, random_toy_session  # noqa: E402
 from stytr.models.edit_transformer import EditTransformer  # noqa: E402
 from stytr.models.latent_classifier import LatentClassifier  # noqa: E402
-from stytr.models.style_transformer import build_inversion_model  # noqa: E402
+from stytr.models.inversion import build_inversion_model  # noqa: E402
 from stytr.toy import render_faces  # noqa: E402
 from stytr.widgets import EditorApp  # noqa: E402
 
