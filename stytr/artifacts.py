@@ -32,7 +32,7 @@ from .editing.stylespace import StyleSpace
 from .models.edit_transformer import EditTransformer
 from .models.inversion import InversionModel, build_inversion_model
 from .models.latent_classifier import LatentClassifier
-from .models.stylegan2 import Generator, load_rosinality_generator
+from .models.stylegan2 import Generator, generator_kwargs_from_state, load_rosinality_generator
 from .toy.predictor import AttributePredictor
 
 __all__ = ["Artifact", "ARTIFACTS", "KINDS", "load", "resolve", "export", "find", "pretrained_dir"]
@@ -154,9 +154,13 @@ def _generator(path: Path, device, art, options) -> Generator:
     """Frozen, in eval mode. ``generator.latent_avg`` holds the file's truncation centre (or None)."""
     if path.suffix == ".safetensors":
         state, meta = load_weights(path)
-        if "generator_config" not in meta:
-            raise CheckpointError(f"{path} has no 'generator_config' metadata: not a stytr generator export")
-        g = GeneratorConfig.from_dict(json.loads(meta["generator_config"])).build()
+        if "generator_config" in meta:
+            g = GeneratorConfig.from_dict(json.loads(meta["generator_config"])).build()
+        else:   # a bare state dict in the rosinality layout: its shapes give the architecture
+            try:
+                g = Generator(**generator_kwargs_from_state(state))
+            except ValueError as err:
+                raise CheckpointError(f"{path}: {err}") from err
         load_state_strict(g, state, str(path))
         g.latent_avg = None
     elif path.suffix == ".pkl":
