@@ -87,9 +87,10 @@ class Config:
                 raise KeyError(f"{type(self).__name__} has no field {key!r}")
             try:
                 node[parts[-1]] = _parse_value(raw, node[parts[-1]]) if isinstance(raw, str) else raw
-            except (ValueError, SyntaxError, TypeError):
+            except (ValueError, SyntaxError, TypeError) as err:
                 kind = type(node[parts[-1]]).__name__
-                raise ConfigError(f"{key}: {raw!r} is not a valid {kind}") from None
+                why = str(err) if str(err).startswith("expected") else f"{raw!r} is not a valid {kind}"
+                raise ConfigError(f"{key}: {why}") from None
         return type(self).from_dict(data)
 
 
