@@ -10,8 +10,8 @@
 
 This module is the only place that maps names to files. The kinds are ``generator``,
 ``encoder`` (an inversion model with its generator), ``classifier`` (the latent classifier),
-``reference_editor``, ``predictor`` (an image-space attribute judge), ``interfacegan`` and
-``stylespace``. :func:`export` writes our ``.safetensors`` formats (fp16 weights, the config as
+``reference_editor``, ``predictor`` (an image-space attribute judge), ``interfacegan``,
+``stylespace`` and ``high_fidelity`` (the residual stage on top of a W+ encoder). :func:`export` writes our ``.safetensors`` formats (fp16 weights, the config as
 JSON metadata, plus the command that made the file).
 """
 from __future__ import annotations
@@ -25,11 +25,12 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .attributes import attribute_name
-from .checkpoints import CheckpointError, data_dir, load_state_strict, load_weights, save_weights
-from .config import EditTransformerConfig, GeneratorConfig, InversionConfig
+from .checkpoints import CheckpointError, data_dir, load_mapping, load_state_strict, load_weights, save_weights
+from .config import EditTransformerConfig, GeneratorConfig, HighFidelityConfig, InversionConfig
 from .editing.interfacegan import InterFaceGAN
 from .editing.stylespace import StyleSpace
 from .models.edit_transformer import EditTransformer
+from .models.high_fidelity import HighFidelityStage
 from .models.inversion import InversionModel, build_inversion_model
 from .models.latent_classifier import LatentClassifier
 from .models.stylegan2 import Generator, generator_kwargs_from_state, load_rosinality_generator
@@ -37,7 +38,8 @@ from .toy.predictor import AttributePredictor
 
 __all__ = ["Artifact", "ARTIFACTS", "KINDS", "load", "resolve", "export", "find", "pretrained_dir"]
 
-KINDS = ("generator", "encoder", "classifier", "reference_editor", "predictor", "interfacegan", "stylespace")
+KINDS = ("generator", "encoder", "classifier", "reference_editor", "predictor", "interfacegan", "stylespace",
+         "high_fidelity")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
     *(Artifact("toy", "reference_editor", f"toyfaces_reference_editor_{a.lower()}.safetensors",
                f"python -m stytr train-reference-editor --preset toy --attribute {a} --ship", variant=a,
                requires=_TOY_DEPS) for a in ("Bangs", "Smiling", "Male")),
+    Artifact("toy", "high_fidelity", "toyfaces_high_fidelity.safetensors",
+             "python -m stytr train-high-fidelity --preset toy --ship", requires=(("encoder", "toy"),)),
     Artifact("ffhq", "generator", "stylegan2-ffhq-config-f.pt", shipped=False,
              source="rosinality/stylegan2-pytorch (converted from NVIDIA's FFHQ config-f)"),
     Artifact("ffhq", "encoder", "style_transformer_ffhq.pt", shipped=False,
@@ -227,6 +231,25 @@ def _predictor(path: Path, device, art, options) -> AttributePredictor:
     return model.to(device).eval().requires_grad_(False)
 
 
+def _high_fidelity(path: Path, device, art, options) -> HighFidelityStage:
+    """The stage alone, frozen; ``stage.encoder_spec`` names the W+ encoder it was trained on
+    (join them with :class:`stytr.models.high_fidelity.HighFidelityModel`)."""
+    if path.suffix == ".safetensors":
+        state, meta = load_weights(path)
+        if "high_fidelity_config" not in meta:
+            raise CheckpointError(f"{path} has no 'high_fidelity_config' metadata: not a stytr high-fidelity export")
+        config, encoder = json.loads(meta["high_fidelity_config"]), meta.get("encoder", "")
+    else:   # a trainer checkpoint (best.pt / last.pt)
+        ckpt = load_mapping(path)[0]
+        if ckpt.get("format") != "stytr-high-fidelity":
+            raise CheckpointError(f"{path} is not a high-fidelity checkpoint (format {ckpt.get('format')!r})")
+        state, config, encoder = ckpt["model"], ckpt["config"], ckpt.get("encoder", "")
+    stage = HighFidelityStage(HighFidelityConfig.from_dict(dict(config)))
+    load_state_strict(stage, state, str(path))
+    stage.encoder_spec = encoder or (dict(art.requires).get("encoder", "") if art is not None else "")
+    return stage.to(device).eval().requires_grad_(False)
+
+
 def _interfacegan(path: Path, device, art, options) -> InterFaceGAN:
     return InterFaceGAN.load(path)
 
@@ -237,7 +260,8 @@ def _stylespace(path: Path, device, art, options) -> StyleSpace:
 
 _LOADERS: dict[str, Callable[[Path, Any, Artifact | None, Mapping], Any]] = {
     "generator": _generator, "encoder": _encoder, "classifier": _classifier, "reference_editor": _reference_editor,
-    "predictor": _predictor, "interfacegan": _interfacegan, "stylespace": _stylespace}
+    "predictor": _predictor, "interfacegan": _interfacegan, "stylespace": _stylespace,
+    "high_fidelity": _high_fidelity}
 
 
 # -- our export formats ------------------------------------------------------------------------
@@ -256,6 +280,9 @@ def export(kind: str, model: torch.nn.Module, path, metadata: Mapping[str, Any] 
         return save_weights(model.encoder.state_dict(), path, metadata=meta)
     if kind == "classifier":
         meta.update(format="stytr-latent-classifier", config=json.dumps(model.config()))
+        return save_weights(model.state_dict(), path, metadata=meta)
+    if kind == "high_fidelity":
+        meta.update(high_fidelity_config=json.dumps(model.cfg.to_dict()), encoder=meta.get("encoder", model.encoder_spec))
         return save_weights(model.state_dict(), path, metadata=meta)
     if kind in ("generator", "predictor"):
         return save_weights(model.state_dict(), path, metadata=meta)

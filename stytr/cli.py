@@ -19,10 +19,11 @@ import torch
 
 from . import artifacts
 from .checkpoints import CheckpointError
-from .config import (Config, InversionTrainConfig, LatentClassifierTrainConfig, ReferenceEditTrainConfig,
-                     ToyDistillConfig, ToyPredictorConfig)
+from .config import (Config, HighFidelityTrainConfig, InversionTrainConfig, LatentClassifierTrainConfig,
+                     ReferenceEditTrainConfig, ToyDistillConfig, ToyPredictorConfig)
 from .domains import domain_for_preset, get_domain
 from .editing import Method
+from .fidelity import Fidelity
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -270,20 +271,49 @@ def _train_reference_editor(args, cfg):
         print(f"shipped {path}")
 
 
-@command("invert", "invert images with a trained encoder", flags=[
+_FIDELITY_FLAGS = [
+    flag("--refine", default=str(Fidelity.WPLUS), choices=["none"] + [str(f) for f in Fidelity],
+         help="beyond W+: 'high-fidelity' (the residual stage) or 'pti' (pivotal tuning of a generator copy)"),
+    flag("--steps", type=int, default=None, help="PTI steps per image (default: the domain's PTIConfig)"),
+    flag("--stage", default=None, help="high-fidelity stage spec (default: the domain's)")]
+
+
+def _refined_model(dom, model, args):
+    """The inversion model, or it wrapped for --refine (the shipped generator is never modified)."""
+    from .config import PTIConfig
+    from .fidelity import PTIModel
+    from .losses import domain_perceptual
+    from .models.high_fidelity import HighFidelityModel
+
+    fidelity = Fidelity.parse(args.refine)
+    if args.steps is not None and args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    if fidelity is Fidelity.HIGH:
+        return HighFidelityModel(model, dom.load("high_fidelity", args.device, spec=args.stage))
+    if fidelity is Fidelity.PTI:
+        cfg = PTIConfig.preset(dom.preset if dom.preset in PTIConfig.PRESETS else "ffhq")
+        return PTIModel(model, cfg, domain_perceptual(dom).to(args.device), steps=args.steps, progress=True)
+    return model
+
+
+@command("invert", "invert images with a trained encoder (optionally beyond W+: --refine)", flags=[
     flag("--checkpoint", required=True, help="inversion model: a registered name ('toy') or a file"),
     flag("--input", required=True, help="an image file or a folder of images"),
     flag("--output", required=True, help="output folder (never scanned as input)"),
+    flag("--domain", default="toyfaces", help="domain of the weights (its stage and perceptual distance)"),
+    *_FIDELITY_FLAGS,
     flag("--force", action="store_true", help="allow outputs inside the input folder"),
     flag("--device", default="cpu")])
 def _invert(args, cfg):
     from .inference import invert_files
 
-    model = artifacts.load("encoder", args.checkpoint, args.device)
+    dom = get_domain(args.domain)
+    model = _refined_model(dom, artifacts.load("encoder", args.checkpoint, args.device), args)
     report = invert_files(model, args.input, output_folder(args.output), force=args.force)
     for path, why in report["skipped"]:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    print(f"inverted {report['n']} image(s), mean MSE {report['mse']:.4f} -> {report['output']}")
+    print(f"inverted {report['n']} image(s) ({Fidelity.parse(args.refine)}), mean MSE {report['mse']:.4f} "
+          f"-> {report['output']}")
 
 
 @command("edit", "invert a photo and edit an attribute (label, InterFaceGAN, StyleSpace or reference)", flags=[
@@ -303,6 +333,7 @@ def _invert(args, cfg):
     flag("--editor", help="reference-editing EditTransformer spec for --attribute ('toy' = shipped)"),
     flag("--align", action="store_true", help="FFHQ-align the photos first (dlib)"),
     flag("--landmarks", help="dlib shape_predictor_68_face_landmarks.dat (with --align)"),
+    *_FIDELITY_FLAGS,
     flag("--force", action="store_true", help="allow outputs to replace input files"),
     flag("--device", default="cpu")])
 def _edit(args, cfg):
@@ -323,7 +354,9 @@ def _edit(args, cfg):
         interfacegan=args.interfacegan if method is Method.INTERFACEGAN else None,
         stylespace=args.stylespace if method is Method.STYLESPACE else None,
         reference_editors={attributes[0]: args.editor or dom.reference_editors.get(attributes[0])}
-        if args.reference else None, device=args.device)
+        if args.reference else None, device=args.device,
+        high_fidelity=(args.stage or True) if Fidelity.parse(args.refine) is Fidelity.HIGH else None,
+        fidelity=Fidelity.parse(args.refine), pti_steps=args.steps)
     if method is Method.INTERFACEGAN and not args.interfacegan:
         raise ValueError("--method interfacegan needs --interfacegan (a file written by InterFaceGAN.save)")
     if method is Method.STYLESPACE and not args.stylespace:
@@ -346,3 +379,47 @@ def _edit(args, cfg):
     mse = ((session.image - session.reconstruction) ** 2).mean().item()
     print(f"edited ({what}); reconstruction MSE {mse:.4f} -> {out}")
 
+
+
+@command("train-high-fidelity", "train the high-fidelity stage (residual features beyond W+) on a frozen encoder",
+         HighFidelityTrainConfig, ship=True, resumes=True)
+def _train_high_fidelity(args, cfg):
+    from .train.high_fidelity import train_high_fidelity
+
+    result = train_high_fidelity(cfg, resume=not args.restart)
+    m = result["metrics"]
+    if m:
+        print(f"step {result['step']}: held-out MSE {m['mse']:.4f} (W+ {m['mse_wplus']:.4f}), edited pairs "
+              f"{m['mse_edited']:.4f}; checkpoints in {cfg.out}")
+    if args.ship:
+        art = artifacts.find("high_fidelity", args.preset)
+        if art is None:
+            raise ValueError(f"--ship writes a registered high-fidelity stage into data/; preset {args.preset!r} has none")
+        path = artifacts.export("high_fidelity", result["best"], art.path, {
+            "encoder": cfg.encoder, "steps": result["step"], "metrics": json.dumps(m), "command": art.command})
+        print(f"shipped the best held-out stage to {path}")
+
+
+@command("high-fidelity-table", "ToyFaces table: W+ vs the high-fidelity stage vs PTI (quality, edits, cost)",
+         flags=[flag("--domain", default="toyfaces"), flag("--n", type=int, default=300, help="held-out faces"),
+                flag("--pti-n", type=int, default=30, help="faces PTI tunes a generator for (a subset: it is slow)"),
+                flag("--steps", type=int, default=None, help="PTI steps (default: the domain's PTIConfig)"),
+                flag("--stage", default=None, help="high-fidelity stage spec (default: the domain's)"),
+                flag("--out", default="runs/high_fidelity_table", help="output folder (--ship: figures/)"),
+                flag("--ship", action="store_true", help="write the table into figures/")])
+def _high_fidelity_table(args, cfg):
+    from .checkpoints import REPO_ROOT
+    from .eval.high_fidelity import fidelity_table, write_fidelity_table
+
+    if args.n <= 0 or args.pti_n < 0 or args.pti_n > args.n:
+        raise ValueError(f"need --n > 0 and 0 <= --pti-n <= --n, got {args.n} and {args.pti_n}")
+    dom = get_domain(args.domain)
+    stage = dom.load("high_fidelity", spec=args.stage)
+    table = fidelity_table(dom, n=args.n, pti_n=args.pti_n, pti_steps=args.steps, high_fidelity=stage)
+    table["settings"]["command"] = "python -m stytr high-fidelity-table " + " ".join(sys.argv[2:])
+    folder = REPO_ROOT / "figures" if args.ship else Path(args.out)
+    paths = write_fidelity_table(table, folder / "table_high_fidelity.csv", folder / "table_high_fidelity.png",
+                                 folder / "table_high_fidelity.json")
+    for r in table["rows"]:
+        print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+    print("wrote " + ", ".join(map(str, paths)))

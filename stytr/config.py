@@ -490,3 +490,143 @@ class ReferenceEditTrainConfig(Config):
                       codes="", batch=4, steps=4, eval_every=2, eval_pairs=16, image_every=0, log_every=1,
                       ckpt_every=2, out="runs/smoke_reference_editor"),
     }
+
+
+# -- High-fidelity inversion (beyond W+) ------------------------------------------------------
+
+def _check_layers(cfg, layers, size: int) -> None:
+    bad = [r for r in layers if not isinstance(r, int) or r < 8 or r > size or r & (r - 1)]
+    if not layers or bad:
+        raise ConfigError(f"{type(cfg).__name__}.layers={tuple(layers)!r}: expected generator block resolutions, "
+                          f"powers of two in 8 ... {size}")
+
+
+@dataclass
+class HighFidelityConfig(Config):
+    """Architecture of the high-fidelity stage (:mod:`stytr.models.high_fidelity`).
+
+    The distortion map (input minus W+ reconstruction, at ``input_size``) is aligned to the
+    image being rendered, then encoded into (scale, shift) features for the generator blocks at
+    ``layers`` (HFGI fuses at 64x64 in the 1024 px generator, 1/16 of the image side).
+    """
+
+    generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig.preset("ffhq"))
+    input_size: int = 256             # distortion maps at the encoder's input size
+    layers: tuple = (64,)             # generator block resolutions that receive residual features
+    width: int = 64                   # residual-encoder channels
+    blocks: int = 2                   # residual-encoder conv blocks per resolution
+    aligner_width: int = 32           # alignment U-Net channels at full resolution
+    align: bool = True                # False: the distortion enters as it is, also for edited codes
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": dict(generator=_toy_generator_dict(), input_size=64, layers=(32,), width=32, aligner_width=16),
+        "smoke": dict(generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint=""), input_size=64, layers=(16,),
+                      width=8, blocks=1, aligner_width=8),
+    }
+
+    def __post_init__(self):
+        _check_layers(self, self.layers, self.generator.size)
+        for key in ("input_size", "width", "blocks", "aligner_width"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
+                raise ConfigError(f"HighFidelityConfig.{key}={getattr(self, key)!r}: expected a positive integer")
+
+
+@dataclass
+class HighFidelityTrainConfig(Config):
+    """Training of the high-fidelity stage on a frozen W+ encoder (``python -m stytr train-high-fidelity``).
+
+    Loss on the fused rendering: ``l2``·MSE + ``perceptual``·(the domain's perceptual distance: the
+    judge's features on ToyFaces, LPIPS on FFHQ) + ``align``·L1(aligned distortion, true distortion
+    of the target). ``edit_prob`` of the training pairs are edited: ``pairs="truth"`` (synthetic
+    domains) re-renders the face with ``edit_factors`` of its generating factors resampled and
+    inverts it, so the target and its true distortion are known; ``pairs="warp"`` (HFGI's
+    self-supervision, any image folder) warps the distortion map at random and asks the aligner to
+    undo it against the unedited reconstruction.
+    """
+
+    model: HighFidelityConfig = field(default_factory=HighFidelityConfig)
+    encoder: str = "ffhq"             # the frozen W+ encoder (artefact spec)
+    domain: str = "ffhq"              # stytr.domains name: its perceptual distance
+    data: str = "folder"              # "folder" or "toyfaces"
+    train_dir: str = "data/ffhq"
+    val_dir: str = "data/celeba_hq_test"
+    pairs: str = "warp"               # "truth" (re-rendered edits, toyfaces) or "warp" (HFGI's random warps)
+    n_train: int = 4000               # toyfaces: rendered training faces
+    n_val: int = 200                  # toyfaces: held-out faces
+    edit_prob: float = 0.5            # fraction of training pairs whose target is edited / warped
+    edit_factors: int = 2             # truth pairs: at most this many generating factors resampled
+    warp: float = 0.08                # warp pairs: largest shift / rotation / scale change (fraction of the side)
+    l2: float = 1.0
+    perceptual: float = 0.8
+    align: float = 1.0
+    lr: float = 1e-4
+    batch: int = 8
+    steps: int = 100000
+    val_every: int = 5000
+    ckpt_every: int = 5000
+    image_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    threads: int = 0                  # torch CPU threads; 0 = leave as is
+    out: str = "runs/high_fidelity"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": dict(model=dict(HighFidelityConfig.PRESETS["toy"]), encoder="toy", domain="toyfaces", data="toyfaces",
+                    pairs="truth", perceptual=0.1, lr=1e-3, batch=16, steps=4000, val_every=500, ckpt_every=250,
+                    image_every=500, log_every=25, out="runs/toy_high_fidelity"),
+        # A random generator and encoder: seconds on a CPU, for tests.
+        "smoke": dict(model=dict(HighFidelityConfig.PRESETS["smoke"]), encoder="", domain="toyfaces",
+                      data="toyfaces", pairs="truth", n_train=12, n_val=4, perceptual=0.0, lr=1e-3, batch=4, steps=4,
+                      val_every=2, ckpt_every=2, image_every=2, log_every=1, out="runs/smoke_high_fidelity"),
+    }
+
+    def __post_init__(self):
+        if self.pairs not in ("truth", "warp"):
+            raise ConfigError(f"HighFidelityTrainConfig.pairs={self.pairs!r}: expected 'truth' or 'warp'")
+        if self.pairs == "truth" and self.data != "toyfaces":
+            raise ConfigError("HighFidelityTrainConfig.pairs='truth' needs a synthetic domain (data='toyfaces'); "
+                              "image folders use pairs='warp'")
+        if not 0 <= self.edit_prob <= 1:
+            raise ConfigError(f"HighFidelityTrainConfig.edit_prob={self.edit_prob!r}: expected a number in [0, 1]")
+
+
+@dataclass
+class PTIConfig(Config):
+    """Pivotal tuning (Roich et al.; :mod:`stytr.pti`): a copy of the synthesis network is tuned for
+    ``steps`` Adam steps so that it renders the encoder's W+ pivot as the input image.
+
+    Loss: ``l2``·MSE + ``perceptual``·(the domain's perceptual distance) + the locality regulariser:
+    every ``locality_every`` steps, codes ``locality_alpha`` away from the pivot toward a random
+    mapped code (truncation ``locality_truncation``) must render as the untuned generator renders
+    them (``locality_l2``·MSE + ``locality_perceptual``·perceptual). The published values are the
+    ``ffhq`` preset (lr 3e-4, 350 steps, alpha 30 in the 512-d W of FFHQ). ``toy`` tunes the small
+    generator faster, weighs the judge's feature distance as the toy trainers do, and puts the
+    regulariser's codes at alpha 15, a third of the typical distance (44) from a toy pivot to a
+    truncated random code.
+    """
+
+    steps: int = 350
+    lr: float = 3e-4
+    l2: float = 1.0
+    perceptual: float = 1.0
+    locality_l2: float = 0.1
+    locality_perceptual: float = 0.1
+    locality_alpha: float = 30.0
+    locality_truncation: float = 0.5
+    locality_every: int = 1           # 0 = no locality regulariser
+    stop_below: float = 0.0           # stop once the perceptual distance is below this (PTI: LPIPS 0.07); 0 = never
+    seed: int = 0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": dict(steps=100, lr=1e-3, perceptual=0.1, locality_perceptual=0.01, locality_alpha=15.0),
+    }
+
+    def __post_init__(self):
+        for key in ("steps", "locality_every"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise ConfigError(f"PTIConfig.{key}={getattr(self, key)!r}: expected an integer >= 0")
+        if not self.lr > 0:
+            raise ConfigError(f"PTIConfig.lr={self.lr!r}: expected a number > 0")

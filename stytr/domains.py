@@ -47,6 +47,7 @@ class Domain:
     modelled: tuple[str, ...] = CELEBA_ATTRIBUTES        # those its labels, classifier and judge know
     entailed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     reference_editors: Mapping[str, Any] = field(default_factory=dict)   # attribute -> editor spec
+    high_fidelity: Any = ""                      # residual stage on top of the encoder ("" = none)
     perceptual: str = "lpips"                    # training distance: "lpips" or "predictor" (the judge's features)
     image_size: int = 256                        # encoder input
     generator_size: int = 1024
@@ -60,7 +61,7 @@ class Domain:
         """The domain's artefact of ``kind`` (or ``spec`` in its place)."""
         if spec is None:
             spec = {"generator": self.generator, "encoder": self.encoder, "classifier": self.classifier,
-                    "predictor": self.judge}.get(kind)
+                    "predictor": self.judge, "high_fidelity": self.high_fidelity}.get(kind)
         if kind == "reference_editor" and spec is None:
             attribute = options.get("attribute")
             if attribute not in self.reference_editors:
@@ -140,7 +141,7 @@ def domain_for_preset(preset: str) -> Domain:
 register_domain(Domain(
     name="toyfaces", preset="toy", generator="toy", encoder="toy", classifier="toy", judge="toy",
     modelled=tuple(TOY_ATTRIBUTES), entailed=dict(TOY_ENTAILED),
-    reference_editors={a: "toy" for a in ("Bangs", "Smiling", "Male")},
+    reference_editors={a: "toy" for a in ("Bangs", "Smiling", "Male")}, high_fidelity="toy",
     perceptual="predictor", image_size=64, generator_size=64,
     render=lambda n, seed, size: ToyFacesDataset(n, seed=seed, size=size)))
 

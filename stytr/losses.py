@@ -130,3 +130,14 @@ class InversionLoss(nn.Module):
             terms["w_norm"] = w_norm_loss(w_plus, latent_avg)
         total = sum(self.weights[k] * v for k, v in terms.items())
         return total, {k: v.detach() for k, v in terms.items()}
+
+
+def domain_perceptual(domain) -> nn.Module:
+    """The perceptual distance a domain trains with (``Domain.perceptual``): LPIPS, or on ToyFaces the
+    judge's feature distance. Maps (a, b) images in [-1, 1] to the batch mean."""
+    if domain.perceptual == "lpips":
+        return LPIPSLoss()
+    if domain.perceptual == "predictor":
+        return PredictorPerceptualLoss(domain.load("predictor"))
+    raise ValueError(f"domain {domain.name!r}: unknown perceptual distance {domain.perceptual!r} "
+                     f"(expected 'lpips' or 'predictor')")

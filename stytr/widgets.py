@@ -10,7 +10,9 @@ Pick an image (a ToyFaces sample by seed, a file path, or an upload; dlib alignm
 optional), move the attribute sliders (label-editing strengths: + toward presence,
 - toward absence), choose the edit method (ours / InterFaceGAN / StyleSpace;
 methods without a model are left out and listed as unavailable) and, for ours,
-the order (1 / 2 / hvp). With reference editors, pick a reference image and an
+the order (1 / 2 / hvp). With a high-fidelity stage in the session, "fidelity" switches
+between W+ and high-fidelity rendering (the stage's residual features of the image, for the
+reconstruction and every edit). With reference editors, pick a reference image and an
 attribute and press "Apply reference". "Save" writes the edited image and its
 code (``edited.png``, ``wplus.pt``, ``side_by_side.png`` ...) to a new numbered
 folder under the output folder.
@@ -24,7 +26,7 @@ session's lock. ``update_now()`` renders synchronously (tests, notebooks);
 and ``benchmark_latency(n)`` their median over ``n`` uncached updates.
 
 Every control is an attribute for programmatic driving: ``app.sliders["Smiling"]``,
-``app.method``, ``app.order``, ``app.seed``, ``app.path`` + ``app.load_button``,
+``app.method``, ``app.order``, ``app.fidelity``, ``app.seed``, ``app.path`` + ``app.load_button``,
 ``app.upload``, ``app.ref_source`` / ``app.ref_seed`` / ``app.ref_attribute`` /
 ``app.ref_apply``, ``app.output_dir`` + ``app.save_button``, ``app.preview``,
 ``app.input_view``, ``app.recon_view``, ``app.status``.
@@ -42,11 +44,13 @@ import torch
 
 from .editing import Method, build_editors
 from .editing.session import EditSession
+from .fidelity import Fidelity
 from .toy.baselines import fit_toy_baselines
 
 __all__ = ["EditorApp", "to_png"]
 
 METHOD_LABELS = {"ours": "ours (label)", "interfacegan": "InterFaceGAN", "stylespace": "StyleSpace"}
+FIDELITY_LABELS = {Fidelity.WPLUS: "W+", Fidelity.HIGH: "high-fidelity"}
 
 
 def _ui_method(method: Method) -> str:
@@ -117,6 +121,11 @@ class EditorApp:
         self.method_note = w.HTML(f"<small>unavailable (no model): {', '.join(missing)}</small>" if missing else "")
         self.order = w.ToggleButtons(options=[("1", 1), ("2", 2), ("hvp", "hvp")], value=order, description="order",
                                      style={"button_width": "60px"})
+        offered = [f for f in (Fidelity.WPLUS, Fidelity.HIGH) if f in session.fidelities]
+        self.fidelity = w.ToggleButtons(options=[(FIDELITY_LABELS[f], str(f)) for f in offered],
+                                        value=str(session.fidelity) if session.fidelity in offered else "w+",
+                                        description="fidelity", style={"button_width": "110px"},
+                                        disabled=len(offered) <= 1)
         attrs = list(attributes) if attributes is not None else session.attributes()
         self.sliders = {a: w.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=step,
                                          description=a.replace("_", " "), continuous_update=True,
@@ -157,6 +166,7 @@ class EditorApp:
             s.observe(self._on_slider, names="value")
         self.method.observe(lambda _: self._on_method(), names="value")
         self.order.observe(lambda _: self._on_control(), names="value")
+        self.fidelity.observe(lambda _: self._on_fidelity(), names="value")
         self.reset_button.on_click(lambda _: self.reset())
         self.save_button.on_click(lambda _: self.save())
 
@@ -166,7 +176,7 @@ class EditorApp:
 
         views = w.HBox([titled("input", self.input_view), titled("reconstruction", self.recon_view),
                         titled("edit", self.preview)])
-        controls = w.VBox([self.method, self.method_note, self.order,
+        controls = w.VBox([self.fidelity, self.method, self.method_note, self.order,
                            w.VBox(list(self.sliders.values()), layout=w.Layout(max_height="420px", overflow="auto")),
                            self.reset_button])
         footer = w.HBox([self.output_dir, self.save_button, self.status])
@@ -187,13 +197,14 @@ class EditorApp:
     # -- construction --------------------------------------------------------------------
     @classmethod
     def from_checkpoints(cls, checkpoint="toy", classifier="toy", interfacegan=None, stylespace=None,
-                         editors=None, device="cpu", fit_baselines: bool = False, **app_kwargs) -> "EditorApp":
+                         editors=None, device="cpu", fit_baselines: bool = False, high_fidelity=None,
+                         **app_kwargs) -> "EditorApp":
         """Load the models (see :meth:`EditSession.for_domain`, ToyFaces; ``"toy"`` = shipped weights).
         ``fit_baselines=True`` fits InterFaceGAN and StyleSpace on toy generator samples when no files are
-        given (a few seconds)."""
+        given (a few seconds); ``high_fidelity="toy"`` adds the shipped high-fidelity stage."""
         session = EditSession.for_domain("toyfaces", encoder=checkpoint, classifier=classifier,
                                          interfacegan=interfacegan, stylespace=stylespace,
-                                         reference_editors=editors, device=device)
+                                         reference_editors=editors, device=device, high_fidelity=high_fidelity)
         if fit_baselines and (Method.INTERFACEGAN not in session.editors or Method.STYLESPACE not in session.editors):
             ifg, ss = fit_toy_baselines(session.G)
             for m, ed in build_editors(interfacegan=ifg, stylespace=ss).items():
@@ -310,6 +321,18 @@ class EditorApp:
         self.order.disabled = method != "ours"
         for a, s in self.sliders.items():
             s.disabled = not self._supported(a, method)
+        self._on_control()
+
+    def _on_fidelity(self):
+        """Render the image and its edits another way (W+ or high-fidelity)."""
+        try:
+            with self.session.lock:
+                self.session.set_fidelity(self.fidelity.value)
+        except Exception as err:
+            self._error(err)
+            return
+        self._mode = "label"
+        self._show_inputs()
         self._on_control()
 
     def _on_slider(self, change):

@@ -15,6 +15,11 @@ after the other, in the dict's order. Only attributes that both the domain and t
 use model are accepted, and strengths must be finite and within ``max_strength``. Rendering
 uses the generator's stored noise so that edits compare pixel to pixel; results are cached per
 (method, edits) for the current image.
+
+Fidelity (:class:`~stytr.fidelity.Fidelity`): codes render with the shared generator (``"w+"``), with
+the high-fidelity stage's residual features of the current image (``"high-fidelity"``, given a
+``high_fidelity`` stage) or with a generator tuned on the image (``"pti"``, ``pti_steps`` steps of
+pivotal tuning); ``set_fidelity`` switches, and every editor works unchanged in every mode.
 """
 from __future__ import annotations
 
@@ -30,7 +35,10 @@ from torch.nn import functional as F
 
 from ..attributes import CELEBA_ATTRIBUTES, attribute_name
 from ..checkpoints import save_atomic
+from ..config import PTIConfig
 from ..domains import Domain, get_domain
+from ..fidelity import Fidelity, Renderer, make_renderer
+from ..models.high_fidelity import HighFidelityModel
 from . import LATENT_METHODS, Editor, InterFaceGANEditor, Method, StyleSpaceEditor, build_editors, check_strength
 
 __all__ = ["EditSession", "EditResult"]
@@ -69,7 +77,8 @@ class EditSession:
 
     def __init__(self, model, editors: Mapping[Method, Editor] | None = None,
                  reference_editors: Mapping[str, Any] | None = None, domain: Domain | str = "toyfaces",
-                 seed: int = 0, cache_size: int = 64):
+                 seed: int = 0, cache_size: int = 64, high_fidelity=None, fidelity="w+",
+                 pti: PTIConfig | None = None, pti_steps: int | None = None):
         if getattr(model, "decoder", None) is None:
             raise ValueError("EditSession needs an inversion model with its generator (build_generator=True)")
         self.model = model.eval()
@@ -92,15 +101,25 @@ class EditSession:
         self.source = None
         self.result: EditResult | None = None
         self.render_count = 0           # renders that ran the generator (cache misses)
+        # -- fidelity: a stage (or a HighFidelityModel), PTI's settings, the mode and this image's renderer
+        if high_fidelity is not None and not isinstance(high_fidelity, HighFidelityModel):
+            high_fidelity = HighFidelityModel(model, high_fidelity.to(self.device).eval())
+        self.high_fidelity = high_fidelity
+        self.pti = pti or PTIConfig.preset(self.domain.preset if self.domain.preset in PTIConfig.PRESETS else "ffhq")
+        self.pti_steps = self.pti.steps if pti_steps is None else int(pti_steps)
+        self._perceptual = None
+        self.fidelity = self._check_fidelity(fidelity)
+        self.renderer: Renderer | None = None
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def for_domain(cls, domain: Domain | str = "toyfaces", encoder=None, classifier=None, interfacegan=None,
                    stylespace=None, reference_editors: Mapping[str, Any] | None = None, device="cpu",
-                   seed: int = 0, **kwargs) -> "EditSession":
+                   seed: int = 0, high_fidelity=None, **kwargs) -> "EditSession":
         """Load the pieces through :mod:`stytr.artifacts`: each argument is a spec (registered name,
         path or module); ``encoder`` and ``classifier`` default to the domain's, ``False`` leaves a
-        piece out. ``reference_editors`` maps attributes to specs (``None``: none)."""
+        piece out. ``reference_editors`` maps attributes to specs (``None``: none); ``high_fidelity``
+        is a stage spec, or ``True`` for the domain's (``None``: W+ and PTI only)."""
         dom = get_domain(domain)
         model = dom.load("encoder", device, spec=encoder or None)
         editors: dict[Method, Editor] = {}
@@ -115,7 +134,52 @@ class EditSession:
         refs = {a: dom.load("reference_editor", device, spec=spec, attribute=a,
                             classifier=classifier if classifier and not isinstance(classifier, torch.nn.Module) else None)
                 for a, spec in (reference_editors or {}).items()}
-        return cls(model, editors, refs, domain=dom, seed=seed, **kwargs)
+        if high_fidelity is not None and high_fidelity is not False:
+            high_fidelity = dom.load("high_fidelity", device, spec=None if high_fidelity is True else high_fidelity)
+        else:
+            high_fidelity = None
+        return cls(model, editors, refs, domain=dom, seed=seed, high_fidelity=high_fidelity, **kwargs)
+
+    # -- fidelity --------------------------------------------------------------------------
+    @property
+    def fidelities(self) -> list[Fidelity]:
+        """The reconstruction modes this session offers (high-fidelity only with a stage)."""
+        return [f for f in Fidelity if f is not Fidelity.HIGH or self.high_fidelity is not None]
+
+    def _check_fidelity(self, fidelity) -> Fidelity:
+        fidelity = Fidelity.parse(fidelity)
+        if fidelity not in self.fidelities:
+            raise ValueError(f"no {fidelity} rendering in this session: give it a high-fidelity stage "
+                             f"(EditSession.for_domain(..., high_fidelity='toy'))")
+        return fidelity
+
+    def set_fidelity(self, fidelity, steps: int | None = None, progress: bool = False) -> torch.Tensor | None:
+        """Switch how codes render (``"w+"``, ``"high-fidelity"``, ``"pti"`` with ``steps`` tuning steps);
+        the current image, if any, is re-rendered. Returns its new reconstruction."""
+        fidelity = self._check_fidelity(fidelity)
+        with self.lock:
+            if steps is not None:
+                if int(steps) < 0:
+                    raise ValueError(f"PTI steps must be >= 0, got {steps}")
+                self.pti_steps = int(steps)
+            self.fidelity = fidelity
+            if self.wplus is None:
+                return None
+            self._set_renderer(progress)
+            return self.reconstruction
+
+    def _set_renderer(self, progress: bool = False) -> None:
+        if self.fidelity is Fidelity.PTI and self._perceptual is None:
+            from ..losses import domain_perceptual
+
+            self._perceptual = domain_perceptual(self.domain).to(self.device)
+        x = self.image[None].to(self.device)
+        self.renderer = make_renderer(self.fidelity, self.model, x, self.wplus, high_fidelity=self.high_fidelity,
+                                      pti=self.pti, perceptual=self._perceptual, steps=self.pti_steps,
+                                      progress=progress)
+        self.reconstruction = self._decode(self.wplus)
+        self._cache.clear()
+        self.result = None
 
     def add_editor(self, method, editor: Editor) -> None:
         with self.lock:
@@ -191,20 +255,17 @@ class EditSession:
         raise TypeError(f"set_image takes a tensor, a path or a PIL image, not {type(image).__name__}")
 
     @torch.no_grad()
-    def invert(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(3, size, size) -> (W+ (1, N, D), reconstruction (3, size, size))."""
-        w = self.model.encode(x[None].to(self.device))
-        return w, self._decode(w)
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """(3, size, size) -> W+ (1, N, D)."""
+        return self.model.encode(x[None].to(self.device))
 
     def set_image(self, image, align: bool = False, landmarks=None, detector=None) -> torch.Tensor:
         """Load (and optionally align) ``image``, invert it; returns the reconstruction (3, size, size)."""
         x = self.load_input(image, align=align, landmarks=landmarks, detector=detector)
         with self.lock:
-            self.wplus, self.reconstruction = self.invert(x)
-            self.image = x
+            self.wplus, self.image = self.invert(x), x
             self.source = str(image) if isinstance(image, (str, os.PathLike)) else type(image).__name__
-            self._cache.clear()
-            self.result = None
+            self._set_renderer()
         return self.reconstruction
 
     def _require_image(self):
@@ -212,16 +273,11 @@ class EditSession:
             raise RuntimeError("no image yet: call set_image(...) first")
 
     # -- rendering -------------------------------------------------------------------------
-    def _decode(self, w: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            img = self.model.decode(w, resize=True, randomize_noise=False)
-        return self._fit(img)[0].clamp(-1, 1).cpu()
+    def _decode(self, latent) -> torch.Tensor:
+        """A W+ code or a list of S codes of the current image, rendered at the session's fidelity."""
+        return self._fit(self.renderer.render(latent))[0].clamp(-1, 1).cpu()
 
-    def _render_s(self, s_codes) -> torch.Tensor:
-        with torch.no_grad():
-            img = self.G.synthesize_s(s_codes, randomize_noise=False)
-            img = self.model.face_pool(img)
-        return self._fit(img)[0].clamp(-1, 1).cpu()
+    _render_s = _decode
 
     def _fit(self, img: torch.Tensor) -> torch.Tensor:
         if img.shape[-1] != self.size:
@@ -257,7 +313,7 @@ class EditSession:
         """The edited code of the current image: W+ (1, N, D), or a list of S codes for StyleSpace."""
         self._require_image()
         norm = self.normalize_edits(edits, method)
-        return self._editor(method).edit_many(self.wplus, norm, G=self.G)
+        return self._editor(method).edit_many(self.wplus, norm, G=self.renderer.generator)
 
     def render(self, edits: Mapping | None = None, method=Method.LABEL_1) -> torch.Tensor:
         """The current image with ``edits`` applied (3, size, size) in [-1, 1]; also kept as ``result``."""
@@ -276,7 +332,7 @@ class EditSession:
                 latent, space, image = self.wplus, "w+", self.reconstruction
             else:
                 editor = self._editor(method)
-                latent = editor.edit_many(self.wplus, norm, G=self.G)
+                latent = editor.edit_many(self.wplus, norm, G=self.renderer.generator)
                 space = editor.space
                 image = self._render_s(latent) if space == "s" else self._decode(latent)
                 self.render_count += 1
@@ -331,7 +387,7 @@ class EditSession:
             record = {"wplus": result.wplus.detach().cpu() if result.wplus is not None else None,
                       "s_codes": [s.detach().cpu() for s in result.latent] if result.space == "s" else None,
                       "space": result.space, "source_wplus": self.wplus.detach().cpu(), "method": str(result.method),
-                      "edits": dict(result.edits), "source": self.source}
+                      "edits": dict(result.edits), "source": self.source, "fidelity": str(self.fidelity)}
             if result.reference:
                 record["reference"] = {"attribute": result.reference["attribute"],
                                        "wplus": result.reference["wplus"]}

@@ -86,12 +86,20 @@ def edit_rates(predictor, original: torch.Tensor, edited: torch.Tensor, attribut
 @torch.no_grad()
 def label_edit_rates(G, wplus: torch.Tensor, editor, attribute, strength: float, predictor,
                      attributes: Sequence[str] | None = None, batch: int = 32, noise=None,
-                     entailed: Sequence[str] | None = None) -> dict:
+                     entailed: Sequence[str] | None = None, render=None) -> dict:
     """Edit every code toward the opposite of the predictor's current decision on ``attribute``
-    with ``editor`` (the shared call shape of :mod:`stytr.editing`) and return :func:`edit_rates`."""
+    with ``editor`` (the shared call shape of :mod:`stytr.editing`) and return :func:`edit_rates`.
+
+    ``render(latent, indices)`` turns codes of the images ``indices`` (a W+ tensor, or StyleSpace's S
+    codes) into pictures; by default ``G`` with ``noise``. Beyond-W+ fidelity (the high-fidelity
+    stage, PTI) renders through it, the unedited images too, so the rates compare like with like."""
     name = CELEBA_ATTRIBUTES[attribute_index(attribute, CELEBA_ATTRIBUTES)]
-    original = torch.cat([G.synthesis(wplus[s:s + batch], noise=noise, randomize_noise=False)
-                          for s in range(0, len(wplus), batch)]).clamp(-1, 1)
+    if render is None:
+        original = torch.cat([G.synthesis(wplus[s:s + batch], noise=noise, randomize_noise=False)
+                              for s in range(0, len(wplus), batch)]).clamp(-1, 1)
+    else:
+        original = torch.cat([render(wplus[s:s + batch], torch.arange(s, min(s + batch, len(wplus))))
+                              for s in range(0, len(wplus), batch)]).clamp(-1, 1)
     target = ~_decide(predictor, original, [name])[:, 0]
     edited = torch.empty_like(original)
     for s in range(0, len(wplus), batch):
@@ -99,8 +107,13 @@ def label_edit_rates(G, wplus: torch.Tensor, editor, attribute, strength: float,
         for t in (0, 1):
             sel = idx[target[idx] == bool(t)]
             if len(sel):
-                with torch.enable_grad():     # the label editors differentiate the classifier
-                    images = editor.edit_images(G, wplus[sel], name, strength, target=t, noise=noise)
+                if render is None:
+                    with torch.enable_grad():     # the label editors differentiate the classifier
+                        images = editor.edit_images(G, wplus[sel], name, strength, target=t, noise=noise)
+                else:
+                    with torch.enable_grad():
+                        latent = editor.edit_latent(wplus[sel], name, strength, target=t, G=G)
+                    images = render(latent, sel)
                 edited[sel] = images.detach().clamp(-1, 1)
     return edit_rates(predictor, original, edited, name, target, attributes, entailed)
 

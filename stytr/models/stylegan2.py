@@ -8,12 +8,17 @@ keeping the module tree, which is how the ToyFaces generator is configured.
 Besides the usual W / W+ interface the generator exposes its style space S (the
 per-layer outputs of the modulation layers) for StyleSpace editing:
 ``G.w_to_s(w_plus)`` gives the list of S codes and ``G.synthesize_s(s)`` renders them.
+
+High-fidelity inversion enters through ``residual``: ``G.synthesis(w_plus, residual={32: (scale,
+shift)})`` (and ``synthesize_s``) modulates the features of the 32x32 block right after its upsampling
+convolution, ``f * (1 + scale) + shift`` (HFGI's consultation fusion); a zero residual renders exactly
+the plain image.
 """
 from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -318,9 +323,20 @@ class Generator(nn.Module):
         image = self.synthesis(latent, noise=noise, randomize_noise=randomize_noise)
         return (image, latent) if return_latents else (image, None)
 
-    def synthesis(self, latent: torch.Tensor, noise=None, randomize_noise: bool = True) -> torch.Tensor:
-        """Render a W+ code (B, n_latent, style_dim)."""
-        return self.synthesize_s(self.w_to_s(latent), noise=noise, randomize_noise=randomize_noise)
+    def synthesis(self, latent: torch.Tensor, noise=None, randomize_noise: bool = True,
+                  residual: Mapping[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """Render a W+ code (B, n_latent, style_dim); ``residual`` as in :meth:`synthesize_s`."""
+        return self.synthesize_s(self.w_to_s(latent), noise=noise, randomize_noise=randomize_noise, residual=residual)
+
+    def check_residual(self, residual, batch: int) -> None:
+        """A ValueError unless ``residual`` is None or {res: (scale, shift)} of this generator's shapes."""
+        for res, pair in (residual or {}).items():
+            want = (batch, self.channels.get(res, 0), res, res)
+            if res not in RESOLUTIONS or not 8 <= res <= self.size:
+                raise ValueError(f"residual features at {res}x{res}: this generator's blocks are 8 ... {self.size}")
+            if len(pair) != 2 or any(tuple(t.shape) != want for t in pair):
+                raise ValueError(f"residual features at {res}x{res} must be (scale, shift), each {want}; got "
+                                 f"{[tuple(t.shape) for t in pair]}")
 
     # -- style space ---------------------------------------------------------
     def style_layers(self) -> list[nn.Module]:
@@ -341,7 +357,11 @@ class Generator(nn.Module):
         """W+ (B, n_latent, style_dim) to the S codes of every style layer."""
         return [layer.conv.modulation(latent[:, idx]) for layer, idx in zip(self.style_layers(), self.style_latent_index())]
 
-    def synthesize_s(self, s_codes: Sequence[torch.Tensor], noise=None, randomize_noise: bool = True) -> torch.Tensor:
+    def synthesize_s(self, s_codes: Sequence[torch.Tensor], noise=None, randomize_noise: bool = True,
+                     residual: Mapping[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """Render S codes. ``residual`` maps block resolutions (8 ... size) to ``(scale, shift)`` of shape
+        (B, channels[res], res, res), fused into that block after its upsampling convolution."""
+        self.check_residual(residual, s_codes[0].shape[0])
         noise = self._resolve_noise(noise, randomize_noise)
         s = iter(s_codes)
         out = self.input(s_codes[0].shape[0])
@@ -349,6 +369,9 @@ class Generator(nn.Module):
         skip = self.to_rgb1.forward_s(out, next(s))
         for i, to_rgb in enumerate(self.to_rgbs):
             out = self.convs[2 * i].forward_s(out, next(s), noise=noise[2 * i + 1])
+            if residual and 2 ** (i + 3) in residual:
+                scale, shift = residual[2 ** (i + 3)]
+                out = out * (1 + scale) + shift
             out = self.convs[2 * i + 1].forward_s(out, next(s), noise=noise[2 * i + 2])
             skip = to_rgb.forward_s(out, next(s), skip)
         return skip

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..attributes import CELEBA_ATTRIBUTES
-from .render import ATTRIBUTE_MASK, labels_z, render_z
+from .render import ATTRIBUTE_MASK, N_FACTORS, labels_z, render_z
 
 Z_DIM = 128  # the toy generator's style_dim: z vectors are this long; the renderer reads the first 24
 
@@ -27,6 +27,21 @@ def render_faces(n: int, seed: int, size: int = 64, z: np.ndarray | None = None)
 def attribute_mask() -> torch.Tensor:
     """(40,) bool: which CelebA attributes ToyFaces models (the others are always 0)."""
     return torch.from_numpy(ATTRIBUTE_MASK.copy())
+
+
+def resample_factors(z: np.ndarray, seed: int, edit_prob: float, max_factors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edited twins of faces whose truth is known: each face is, with probability ``edit_prob``,
+    re-drawn with 1 ... ``max_factors`` of its generating factors resampled (an attribute, a colour,
+    the face's shape or position), everything else equal. Returns ``(z_edited, edited)``, the
+    unedited faces' z unchanged and ``edited`` (N,) bool."""
+    rng = np.random.default_rng(seed)
+    z_new = np.array(z, dtype=np.float64, copy=True)
+    edited = rng.random(len(z_new)) < edit_prob
+    for i in np.flatnonzero(edited):
+        k = int(rng.integers(1, max(1, max_factors) + 1))
+        factors = rng.choice(N_FACTORS, size=k, replace=False)
+        z_new[i, factors] = rng.standard_normal(k)
+    return z_new, edited
 
 
 class ToyFacesDataset(Dataset):
