@@ -602,9 +602,9 @@ class PTIConfig(Config):
     mapped code (truncation ``locality_truncation``) must render as the untuned generator renders
     them (``locality_l2``·MSE + ``locality_perceptual``·perceptual). The published values are the
     ``ffhq`` preset (lr 3e-4, 350 steps, alpha 30 in the 512-d W of FFHQ). ``toy`` tunes the small
-    generator faster, weighs the judge's feature distance as the toy trainers do, and puts the
-    regulariser's codes at alpha 15, a third of the typical distance (44) from a toy pivot to a
-    truncated random code.
+    generator faster (lr 3e-3: after 100 steps the MSE of a held-out face is 0.0029, 0.0068 at 3e-4),
+    weighs the judge's feature distance as the toy trainers do, and puts the regulariser's codes at
+    alpha 15, a third of the typical distance (44) from a toy pivot to a truncated random code.
     """
 
     steps: int = 350
@@ -621,7 +621,7 @@ class PTIConfig(Config):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
-        "toy": dict(steps=100, lr=1e-3, perceptual=0.1, locality_perceptual=0.01, locality_alpha=15.0),
+        "toy": dict(steps=100, lr=3e-3, perceptual=0.1, locality_perceptual=0.01, locality_alpha=15.0),
     }
 
     def __post_init__(self):
