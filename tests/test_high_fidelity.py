@@ -266,3 +266,24 @@ def test_fidelity_table_rows(tmp_path):
     paths = write_fidelity_table(table, tmp_path / "t.csv", tmp_path / "t.png", tmp_path / "t.json")
     assert all(p.is_file() for p in paths)
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("method,n,mse,ssim,perceptual,agreement,flip_")
+
+
+def test_trainer_resumes_exactly(tmp_path):
+    from stytr.config import HighFidelityTrainConfig
+    from stytr.train.high_fidelity import train_high_fidelity
+
+    cfg = HighFidelityTrainConfig.preset("smoke", out=str(tmp_path / "once"))
+    once = train_high_fidelity(cfg, progress=False)
+    half = train_high_fidelity(cfg.override({"out": str(tmp_path / "twice"), "steps": 2}), progress=False)
+    assert half["step"] == 2
+    twice = train_high_fidelity(cfg.override({"out": str(tmp_path / "twice")}), progress=False)
+    assert twice["step"] == once["step"] == cfg.steps
+    a, b = once["trainer"].stage.state_dict(), twice["trainer"].stage.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    opt_a, opt_b = once["trainer"].optimizer.state_dict()["state"], twice["trainer"].optimizer.state_dict()["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)
+    assert (tmp_path / "once" / "tb").is_dir() and (tmp_path / "once" / "best.pt").is_file()
+    metrics = once["metrics"]
+    assert {"loss", "l2", "align", "mse", "mse_edited", "mse_wplus"} <= set(metrics)
+    # the stage it trained moved away from the W+ rendering it started at
+    assert any(v.abs().sum() > 0 for k, v in once["best"].state_dict().items() if k.startswith("residual.heads"))
