@@ -145,4 +145,5 @@ register_domain(Domain(
     render=lambda n, seed, size: ToyFacesDataset(n, seed=seed, size=size)))
 
 # The published weights are the user's to download (artifacts.ARTIFACTS says from where).
-register_domain(Domain(name="ffhq", preset="ffhq", generator="ffhq", encoder="ffhq"))
+register_domain(Domain(name="ffhq", preset="ffhq", generator="ffhq", encoder="ffhq", classifier="ffhq",
+                       reference_editors={a: "ffhq" for a in ("Bangs", "Smiling", "Male")}))
