@@ -70,7 +70,10 @@ class Domain:
             options.setdefault("classifier", self.classifier or None)
         if spec in (None, ""):
             raise ValueError(f"domain {self.name!r} registers no {kind}; pass one")
-        return artifacts.load(kind, spec, device, **options)
+        loaded = artifacts.load(kind, spec, device, **options)
+        if kind == "predictor":   # the judge carries what it may score, for stytr.eval
+            loaded.modelled, loaded.entailed = tuple(self.modelled), dict(self.entailed)
+        return loaded
 
     def editing_config(self) -> EditingConfig:
         return EditingConfig.preset(self.preset)
