@@ -21,7 +21,7 @@ def to_uint8_image(image) -> np.ndarray:
     """One image -> HxWx3 (or HxW) uint8, for ``imshow`` and PNG files.
 
     ``image``: a CxHxW tensor (stytr's layout) or an array, CxHxW or HxWxC (or HxW), uint8 or floats
-    in [-1, 1]; e.g. ``plt.imshow(to_uint8_image(image_grid(batch)))``.
+    in [-1, 1]. For a batch laid out as a grid, :func:`grid_array`.
     """
     channels_first = False
     if isinstance(image, torch.Tensor):
@@ -48,6 +48,11 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2, pad_value: flo
         r, k = divmod(i, ncol)
         grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = images[i]
     return grid
+
+
+def grid_array(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """A grid of images in [-1, 1] as one (H, W, 3) uint8 array, ready for ``plt.imshow``."""
+    return to_uint8_image(image_grid(images, nrow=nrow, pad=pad))
 
 
 def save_image(image: torch.Tensor, path, scale: int = 1) -> Path:

@@ -8,7 +8,8 @@
 
 Pick an image (a ToyFaces sample by seed, a file path, or an upload; dlib alignment
 optional), move the attribute sliders (label-editing strengths: + toward presence,
-- toward absence), choose the edit method (ours / InterFaceGAN / StyleSpace;
+- toward absence; each spans twice the largest default strength for its attribute
+in the domain's ``EditingConfig``, unless ``max_strength`` is given), choose the edit method (ours / InterFaceGAN / StyleSpace;
 methods without a model are left out and listed as unavailable) and, for ours,
 the order (1 / 2 / hvp). With reference editors, pick a reference image and an
 attribute and press "Apply reference". "Save" writes the edited image and its
@@ -19,7 +20,8 @@ Slider moves are debounced (:class:`stytr.apps.common.Debouncer`): every change
 restarts a timer of ``debounce_s`` (0.15 s), and only when it runs out is the
 preview rendered, so dragging does not queue one generator call per intermediate
 value (a drag longer than ``max_wait_s`` still refreshes that often). The render
-runs on the timer's thread under the session's lock. ``update_now()`` renders synchronously (tests, notebooks);
+runs on the timer's thread under the session's lock. ``update_now()`` renders
+synchronously (tests, notebooks);
 ``last_latency_s`` is the time of the last update (edit + render + PNG encoding)
 and ``benchmark_latency(n)`` their median over ``n`` uncached updates.
 
@@ -43,8 +45,10 @@ import torch
 from IPython.display import display
 from PIL import Image
 
-from ..editing.session import EditSession, fit_toy_baselines
+from ..editing import Method, build_editors
+from ..editing.session import EditSession
 from ..toy import render_faces
+from ..toy.baselines import fit_toy_baselines
 from .common import Debouncer, close_widgets, to_png
 
 __all__ = ["EditorApp"]
@@ -53,9 +57,14 @@ METHOD_LABELS = {"ours": "ours (label)", "interfacegan": "InterFaceGAN", "styles
 TOY_SAMPLE = "ToyFaces sample"
 
 
+def _ui_method(method: Method) -> str:
+    """The method button a session Method belongs to (the label orders share one)."""
+    return "ours" if method.order is not None else str(method)
+
+
 class EditorApp:
     def __init__(self, session: EditSession, references: Mapping[str, Any] | None = None, output_dir="edits",
-                 max_strength: float = 5.0, step: float = 0.1, debounce_s: float = 0.15, max_wait_s: float = 0.6,
+                 max_strength: float | None = None, step: float = 0.1, debounce_s: float = 0.15, max_wait_s: float = 0.6,
                  display_size: int = 192, landmarks=None, seed: int = 0, method: str | None = None, order=1,
                  attributes=None):
         self.session = session
@@ -87,8 +96,9 @@ class EditorApp:
         self.input_view, self.recon_view, self.preview = image_view(), image_view(), image_view()
 
         # -- edit controls ---------------------------------------------------------------
-        available = [m for m, ok in session.methods.items() if ok]
-        missing = [METHOD_LABELS[m] for m, ok in session.methods.items() if not ok]
+        have = {_ui_method(m) for m in session.methods}
+        available = [m for m in METHOD_LABELS if m in have]
+        missing = [METHOD_LABELS[m] for m in METHOD_LABELS if m not in have]
         self.available_methods = available
         self.method = w.ToggleButtons(options=[(METHOD_LABELS[m], m) for m in available] or [("none", "none")],
                                       value=method if method in available else (available[0] if available else "none"),
@@ -97,8 +107,9 @@ class EditorApp:
         self.method_note = w.HTML(f"<small>unavailable (no model): {', '.join(missing)}</small>" if missing else "")
         self.order = w.ToggleButtons(options=[("1", 1), ("2", 2), ("hvp", "hvp")], value=order, description="order",
                                      style={"button_width": "60px"})
-        attrs = list(attributes) if attributes is not None else list(session.attributes)
-        self.sliders = {a: w.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=step,
+        attrs = list(attributes) if attributes is not None else session.attributes()
+        limit = {a: max_strength if max_strength is not None else self._slider_limit(a) for a in attrs}
+        self.sliders = {a: w.FloatSlider(value=0.0, min=-limit[a], max=limit[a], step=step,
                                          description=a.replace("_", " "), continuous_update=True,
                                          readout_format=".1f", style={"description_width": "150px"},
                                          layout=w.Layout(width="420px"))
@@ -112,12 +123,12 @@ class EditorApp:
         # -- reference editing -------------------------------------------------------------
         self.ref_source = self.ref_seed = self.ref_attribute = self.ref_apply = self.ref_view = None
         ref_box = None
-        if session.editors:
+        if session.reference_editors:
             self.ref_source = w.Dropdown(options=list(self.references) + [TOY_SAMPLE], value=TOY_SAMPLE,
                                          description="reference")
             self.ref_seed = w.IntSlider(value=seed + 1, min=0, max=9999, description="ref seed",
                                         continuous_update=False)
-            self.ref_attribute = w.Dropdown(options=list(session.editors), description="attribute")
+            self.ref_attribute = w.Dropdown(options=list(session.reference_editors), description="attribute")
             self.ref_apply = w.Button(description="Apply reference", icon="exchange", button_style="info",
                                       layout=w.Layout(width="150px"))
             self.ref_view = image_view()
@@ -164,19 +175,25 @@ class EditorApp:
         if self.ref_view is not None:
             self._show_reference()
 
+    def _slider_limit(self, attribute: str) -> float:
+        """Twice the largest default strength (the session's EditingConfig) of any method for ``attribute``."""
+        defaults = [self.session.default_strength(m, attribute) for m in self.session.methods]
+        return min(2 * max(defaults, default=2.5), self.session.config.max_strength)
+
     # -- construction --------------------------------------------------------------------
     @classmethod
     def from_checkpoints(cls, checkpoint="toy", classifier="toy", interfacegan=None, stylespace=None,
                          editors=None, device="cpu", fit_baselines: bool = False, **app_kwargs) -> "EditorApp":
-        """Load the models (see :meth:`EditSession.from_checkpoints`; ``"toy"`` = shipped ToyFaces weights).
+        """Load the models (see :meth:`EditSession.for_domain`, ToyFaces; ``"toy"`` = shipped weights).
         ``fit_baselines=True`` fits InterFaceGAN and StyleSpace on toy generator samples when no files are
         given (a few seconds)."""
-        session = EditSession.from_checkpoints(checkpoint, classifier=classifier, interfacegan=interfacegan,
-                                               stylespace=stylespace, editors=editors, device=device)
-        if fit_baselines and (session.interfacegan is None or session.stylespace is None):
+        session = EditSession.for_domain("toyfaces", encoder=checkpoint, classifier=classifier,
+                                         interfacegan=interfacegan, stylespace=stylespace,
+                                         reference_editors=editors, device=device)
+        if fit_baselines and (Method.INTERFACEGAN not in session.editors or Method.STYLESPACE not in session.editors):
             ifg, ss = fit_toy_baselines(session.G)
-            session.interfacegan = session.interfacegan or ifg
-            session.stylespace = session.stylespace or ss
+            for m, ed in build_editors(interfacegan=ifg, stylespace=ss).items():
+                session.editors.setdefault(m, ed)
         return cls(session, **app_kwargs)
 
     # -- display ---------------------------------------------------------------------------
@@ -272,15 +289,16 @@ class EditorApp:
         return {a: s.value for a, s in self.sliders.items() if s.value != 0 and not s.disabled}
 
     def _supported(self, attribute: str, method: str) -> bool:
-        model = {"ours": self.session.classifier, "interfacegan": self.session.interfacegan,
-                 "stylespace": self.session.stylespace}.get(method)
-        if model is None:
+        if method not in self.available_methods:
             return False
-        names = list(model.attribute_names)
-        if attribute not in names:
-            return False
-        fitted = getattr(model, "fitted", None)
-        return True if fitted is None else bool(fitted[names.index(attribute)])
+        return attribute in self.session.attributes(self._method(method))
+
+    def _method(self, method: str | None = None) -> Method:
+        """The session's Method for the UI's method button (and, for label editing, the order)."""
+        method = method or self.method.value
+        if method == "ours":
+            return {1: Method.LABEL_1, 2: Method.LABEL_2, "hvp": Method.LABEL_HVP}[self.order.value]
+        return Method.parse(method)
 
     def _on_method(self):
         method = self.method.value
@@ -324,12 +342,13 @@ class EditorApp:
         try:
             with self.session.lock:
                 if self._mode == "reference" and self.session.result is not None \
-                        and self.session.result.method == "reference":
+                        and self.session.result.method is Method.REFERENCE:
                     image = self.session.result.image
                 else:
                     method = self.method.value
                     edits = self.edits() if method in self.available_methods else {}
-                    image = self.session.render(edits, method=method if edits else "ours", order=self.order.value)
+                    image = self.session.render(edits, method=self._method()) if edits else \
+                        self.session.render({}, method=Method.LABEL_1)
                 self.preview.value = to_png(image)
                 self.render_count += 1
         except Exception as err:
@@ -392,7 +411,7 @@ class EditorApp:
                 if self._mode != "reference" or self.session.result is None:
                     method = self.method.value
                     edits = self.edits() if method in self.available_methods else {}
-                    self.session.render(edits, method=method if edits else "ours", order=self.order.value)
+                    self.session.render(edits, method=self._method() if edits else Method.LABEL_1)
                 paths = self.session.save(root / f"edit_{k:03d}")
         except Exception as err:
             self._error(err)
