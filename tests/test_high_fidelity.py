@@ -176,7 +176,7 @@ def test_pti_model_reconstructs_like_an_inversion_model(G):
 
 def test_editor_app_switches_between_wplus_and_high_fidelity(session, tmp_path):
     pytest.importorskip("ipywidgets")
-    from stytr.widgets import EditorApp
+    from stytr.apps.editor import EditorApp
 
     plain, hifi = session
     app = EditorApp(hifi, output_dir=str(tmp_path), seed=3)
