@@ -1,7 +1,7 @@
 """Domains: everything that differs between ToyFaces, FFHQ and a user's own data set.
 
-A :class:`Domain` names its generator, its default encoder / classifier / reference editors
-(artefact specs for :func:`stytr.artifacts.load`), the attributes it knows and which of them
+A :class:`Domain` names its generator, its default encoder / classifier / reference editors /
+high-fidelity stage (artefact specs for :func:`stytr.artifacts.load`), the attributes it knows and which of them
 it models, which attributes an edit of another may legitimately change, the image-space judge
 that re-scoring and flip/keep rates use, the perceptual distance for training, its sizes and
 the config preset its trainers start from. Code below this module never asks which domain it

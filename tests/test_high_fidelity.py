@@ -210,6 +210,11 @@ def cli_files(tmp_path_factory):
     with torch.no_grad():
         model.set_latent_avg(model.decoder.mean_latent(500))
     torch.save(model.checkpoint_dict(), root / "encoder.pt")
+    from stytr.models.latent_classifier import CLASSIFIER_FORMAT, LatentClassifier
+
+    clf = LatentClassifier(n_latent=10, style_dim=128, hidden=(64, 32), embed_dim=8)
+    torch.save({"format": CLASSIFIER_FORMAT, "model": clf.state_dict(), "model_config": clf.config()},
+               root / "classifier.pt")
     stage = _randomise(HighFidelityStage(HighFidelityConfig.preset("smoke")))
     artifacts.export("high_fidelity", stage, root / "stage.safetensors", {"encoder": "encoder.pt", "command": "test"})
     faces, _ = render_faces(2, seed=7, size=64)
@@ -287,3 +292,19 @@ def test_trainer_resumes_exactly(tmp_path):
     assert {"loss", "l2", "align", "mse", "mse_edited", "mse_wplus"} <= set(metrics)
     # the stage it trained moved away from the W+ rendering it started at
     assert any(v.abs().sum() > 0 for k, v in once["best"].state_dict().items() if k.startswith("residual.heads"))
+
+
+def test_edit_refine(cli_files, tmp_path):
+    from stytr.checkpoints import load
+    from stytr.cli import main
+
+    root, _ = cli_files
+    base = ["edit", "--checkpoint", str(root / "encoder.pt"), "--classifier", str(root / "classifier.pt"),
+            "--input", str(root / "0.png"), "--attribute", "Smiling", "--alpha", "3"]
+    main(base + ["--output", str(tmp_path / "hifi"), "--refine", "high-fidelity", "--stage",
+                 str(root / "stage.safetensors")])
+    main(base + ["--output", str(tmp_path / "pti"), "--refine", "pti", "--steps", "2"])
+    for name in ("hifi", "pti"):
+        record = load(tmp_path / name / "wplus.pt")
+        assert record["fidelity"] == {"hifi": "high-fidelity", "pti": "pti"}[name]
+        assert (tmp_path / name / "edited.png").is_file()
