@@ -561,6 +561,9 @@ class HighFidelityTrainConfig(Config):
     perceptual: float = 0.8
     align: float = 1.0
     lr: float = 1e-4
+    # Constant lr, then a linear decay to lr_final_mult * lr from lr_decay_start on (0 = constant throughout).
+    lr_decay_start: int = 0
+    lr_final_mult: float = 0.1
     batch: int = 8
     steps: int = 100000
     val_every: int = 5000
@@ -574,11 +577,12 @@ class HighFidelityTrainConfig(Config):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
         "toy": dict(model=dict(HighFidelityConfig.PRESETS["toy"]), encoder="toy", domain="toyfaces", data="toyfaces",
-                    pairs="truth", perceptual=0.1, lr=1e-3, batch=16, steps=4000, val_every=500, ckpt_every=250,
-                    image_every=500, log_every=25, out="runs/toy_high_fidelity"),
+                    pairs="truth", perceptual=0.1, lr=1e-3, lr_decay_start=3000, batch=16, steps=4000,
+                    val_every=500, ckpt_every=250, image_every=500, log_every=25, out="runs/toy_high_fidelity"),
         # A random generator and encoder: seconds on a CPU, for tests.
         "smoke": dict(model=dict(HighFidelityConfig.PRESETS["smoke"]), encoder="", domain="toyfaces",
-                      data="toyfaces", pairs="truth", n_train=12, n_val=4, perceptual=0.0, lr=1e-3, batch=4, steps=4,
+                      data="toyfaces", pairs="truth", n_train=12, n_val=4, perceptual=0.0, lr=1e-3, lr_decay_start=2,
+                      batch=4, steps=4,
                       val_every=2, ckpt_every=2, image_every=2, log_every=1, out="runs/smoke_high_fidelity"),
     }
 
@@ -590,6 +594,12 @@ class HighFidelityTrainConfig(Config):
                               "image folders use pairs='warp'")
         if not 0 <= self.edit_prob <= 1:
             raise ConfigError(f"HighFidelityTrainConfig.edit_prob={self.edit_prob!r}: expected a number in [0, 1]")
+
+    def lr_multiplier(self, step: int) -> float:
+        if not self.lr_decay_start or step < self.lr_decay_start or self.steps <= self.lr_decay_start:
+            return 1.0
+        progress = min(1.0, (step - self.lr_decay_start) / (self.steps - self.lr_decay_start))
+        return 1.0 - (1.0 - self.lr_final_mult) * progress
 
 
 @dataclass

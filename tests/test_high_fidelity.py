@@ -280,11 +280,13 @@ def test_trainer_resumes_exactly(tmp_path):
     cfg = HighFidelityTrainConfig.preset("smoke", out=str(tmp_path / "once"))
     once = train_high_fidelity(cfg, progress=False)
     half = train_high_fidelity(cfg.override({"out": str(tmp_path / "twice"), "steps": 2}), progress=False)
-    assert half["step"] == 2
+    assert half["step"] == 2 and half["trainer"].optimizer.param_groups[0]["lr"] == cfg.lr
     twice = train_high_fidelity(cfg.override({"out": str(tmp_path / "twice")}), progress=False)
     assert twice["step"] == once["step"] == cfg.steps
     a, b = once["trainer"].stage.state_dict(), twice["trainer"].stage.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert twice["trainer"].optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr * cfg.lr_multiplier(3))
+    assert cfg.lr_multiplier(3) < 1
     opt_a, opt_b = once["trainer"].optimizer.state_dict()["state"], twice["trainer"].optimizer.state_dict()["state"]
     assert all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)
     assert (tmp_path / "once" / "tb").is_dir() and (tmp_path / "once" / "best.pt").is_file()

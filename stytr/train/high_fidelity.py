@@ -163,8 +163,8 @@ class HighFidelityTrainer:
         self.sampler = StepSampler(len(self.train_set), cfg.batch, cfg.seed)
 
     # -- what the loop asks for -------------------------------------------------------------
-    def batch_for_step(self, step: int) -> dict[str, torch.Tensor]:
-        return self.train_set.batch(self.sampler.indices(step), self.sampler.generator(step))
+    def batch_for_step(self, step: int) -> tuple[int, dict[str, torch.Tensor]]:
+        return step, self.train_set.batch(self.sampler.indices(step), self.sampler.generator(step))
 
     def losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """(total, {term: value}, the fused rendering) of one batch."""
@@ -179,9 +179,12 @@ class HighFidelityTrainer:
         total = sum(getattr(self.cfg, k) * v for k, v in terms.items())
         return total, terms, image
 
-    def train_step(self, batch) -> dict[str, float]:
+    def train_step(self, batch: tuple[int, dict[str, torch.Tensor]]) -> dict[str, float]:
+        step, pairs = batch
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * self.cfg.lr_multiplier(step)
         self.stage.train()
-        total, terms, _ = self.losses(batch)
+        total, terms, _ = self.losses(pairs)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
