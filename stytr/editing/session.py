@@ -38,6 +38,7 @@ from ..checkpoints import save_atomic
 from ..config import PTIConfig
 from ..domains import Domain, get_domain
 from ..fidelity import Fidelity, Renderer, make_renderer
+from ..losses import domain_perceptual
 from ..models.high_fidelity import HighFidelityModel
 from . import LATENT_METHODS, Editor, InterFaceGANEditor, Method, StyleSpaceEditor, build_editors, check_strength
 
@@ -170,8 +171,6 @@ class EditSession:
 
     def _set_renderer(self, progress: bool = False) -> None:
         if self.fidelity is Fidelity.PTI and self._perceptual is None:
-            from ..losses import domain_perceptual
-
             self._perceptual = domain_perceptual(self.domain).to(self.device)
         x = self.image[None].to(self.device)
         self.renderer = make_renderer(self.fidelity, self.model, x, self.wplus, high_fidelity=self.high_fidelity,
