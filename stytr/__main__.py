@@ -147,6 +147,21 @@ def cmd_ablation(args, extra):
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 
 
+def cmd_convert_nvidia(args, extra):
+    from .checkpoints import CheckpointError
+    from .models.stylegan2 import convert_nvidia_pickle
+
+    try:
+        if extra:
+            raise ValueError(f"unexpected arguments {extra}")
+        info = convert_nvidia_pickle(args.snapshot, args.out)
+    except (OSError, ValueError, CheckpointError) as err:  # missing file, refused global, unmappable network
+        print(f"stytr convert-nvidia: error: {' '.join(str(err).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(info)
+    print(f"wrote the rosinality-layout generator to {args.out}")
+
+
 COMMANDS = {
     "train-toy-predictor": (cmd_train_toy_predictor, "train the ToyFaces attribute predictor"),
     "train-toy-generator": (cmd_train_toy_generator, "distil the ToyFaces renderer into a small StyleGAN2"),
@@ -156,6 +171,8 @@ COMMANDS = {
     "train-latent-classifier": (cmd_train_latent_classifier, "invert labelled images, then train the W+ attribute classifier"),
     "train-reference-editor": (cmd_train_reference_editor, "train the reference-editing transformer on W+ codes"),
     "edit": (cmd_edit, "invert a photo and edit an attribute (label, InterFaceGAN, StyleSpace or reference)"),
+    "convert-nvidia": (cmd_convert_nvidia, "convert a StyleGAN2-ADA network-snapshot-*.pkl (read without running "
+                                           "its code) into a rosinality-layout .pt"),
 }
 
 
@@ -198,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--align", action="store_true", help="FFHQ-align the photos first (dlib)")
             p.add_argument("--landmarks", help="dlib shape_predictor_68_face_landmarks.dat (with --align)")
             p.add_argument("--device", default="cpu")
+        if name == "convert-nvidia":
+            p.add_argument("snapshot", help="NVIDIA StyleGAN2-ADA network-snapshot-*.pkl")
+            p.add_argument("out", help="rosinality-layout checkpoint to write ({'g_ema', 'latent_avg'})")
     return parser
 
 
