@@ -459,3 +459,21 @@ def test_convert_nvidia_command(snapshot, tmp_path, nvidia, capsys):
     code, _, stderr = run_cli(capsys, "convert-nvidia", evil, tmp_path / "y.pt")
     assert code == 2 and "refused global 'builtins.exec'" in stderr and len(stderr.strip().splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "y.pt").exists()
+
+
+def test_registry_and_config_carry_the_import(snapshot):
+    # artifacts.load reads .pkl generators through the importer; a GeneratorConfig with the snapshot's
+    # conv_clamp builds a module (e.g. an encoder's decoder) that renders the same from the same weights.
+    from stytr import artifacts
+    from stytr.config import GeneratorConfig
+
+    path, marker, G_nv = snapshot
+    G = artifacts.load("generator", path)
+    assert G.latent_avg.shape == (16,) and not any(p.requires_grad for p in G.parameters())
+    decoder = GeneratorConfig(size=64, style_dim=16, n_mlp=2, channel_multiplier=1 / 32, channel_max=16,
+                              conv_clamp=G.conv_clamp).build()
+    decoder.load_state_dict(G.state_dict())
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(decoder([z], randomize_noise=False)[0], G([z], randomize_noise=False)[0])
+    assert not marker.exists()
