@@ -24,7 +24,7 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +37,6 @@ __all__ = ["SnapshotError", "RefusedGlobalError", "PersistentRecord", "SnapshotU
 # The mapping network's learning-rate multiplier that rosinality-layout files assume
 # (``generator_kwargs_from_state`` infers no other); imported weights are rescaled to it.
 ROSINALITY_LR_MLP = 0.01
-PERSISTENCE_VERSION = 6  # torch_utils.persistence._version of every released snapshot
 
 
 class SnapshotError(CheckpointError):
