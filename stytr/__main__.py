@@ -56,22 +56,13 @@ def cmd_train_toy_generator(args, extra):
 
 def cmd_train_inversion(args, extra):
     from .config import InversionTrainConfig
-    from .models.style_transformer import InversionModel
     from .train.inversion import train_inversion
 
     cfg = InversionTrainConfig.preset(args.preset).override(_config_overrides(extra))
-    trainer = train_inversion(cfg, resume=not args.restart)
+    trainer = train_inversion(cfg, resume=not args.restart, ship=args.ship)
     if trainer.dist.is_main and trainer.history:
         last = trainer.history[-1]
         print(f"step {last['step']}: held-out MSE {last['val_l2']:.4f}; checkpoints in {cfg.out}")
-    if args.ship and trainer.dist.is_main:
-        from .checkpoints import data_dir
-        from .toy.encoder import ENCODER_FILE, export_encoder
-
-        best = InversionModel.from_checkpoint(Path(cfg.out) / "best.pt")
-        path = export_encoder(best, data_dir() / ENCODER_FILE, {
-            "steps": trainer.step, "command": f"python -m stytr train-inversion --preset {args.preset} --ship"})
-        print(f"shipped the best held-out model to {path}")
 
 
 def cmd_invert(args, extra):
@@ -102,9 +93,20 @@ def cmd_edit(args, extra):
 
 
 def cmd_train_reference_editor(args, extra):
-    from .train.reference_editing import cmd_train_reference_editor as run
+    from .config import ReferenceEditTrainConfig
+    from .train.reference_editing import train_reference_editor
 
-    run(args, extra)
+    cfg = ReferenceEditTrainConfig.preset(args.preset).override(_config_overrides(extra))
+    result = train_reference_editor(cfg, ship=args.ship, resume=not args.restart)
+    m = result.metrics
+    if m:
+        print(f"step {result.steps} [{result.attribute}]: transfer {m['transfer_rate']:.3f} "
+              f"(changing pairs {m['transfer_rate_changing']:.3f}, n={m['n_changing']}), "
+              f"keep {m['keep_rate']:.3f}; checkpoint {result.checkpoint}")
+    else:
+        print(f"step {result.steps}: no held-out codes to evaluate; checkpoint {result.checkpoint}")
+    if result.shipped:
+        print(f"shipped {result.shipped}")
 
 
 def cmd_train_latent_classifier(args, extra):
@@ -133,16 +135,12 @@ def cmd_train_latent_classifier(args, extra):
 
 
 def cmd_ablation(args, extra):
-    from .checkpoints import REPO_ROOT
     from .config import InversionTrainConfig
-    from .toy import ToyFacesDataset, load_attribute_predictor
-    from .train.ablation import ablation_table, train_ablation, write_table
+    from .domains import get_domain
+    from .train.ablation import run_ablation
 
     base = InversionTrainConfig.preset(args.preset, out="runs/toy_ablation").override(_config_overrides(extra))
-    models = train_ablation(base, ship=args.ship)
-    held_out = ToyFacesDataset(base.n_val, seed=base.seed + 20_000, size=base.model.input_size)
-    rows = ablation_table(models, held_out.images, predictor=load_attribute_predictor())
-    write_table(rows, REPO_ROOT / "figures" / "table1_toyfaces.csv", REPO_ROOT / "figures" / "table1_toyfaces.png")
+    rows = run_ablation(base, ship=args.ship, predictor=get_domain("toyfaces").load("predictor"))
     for r in rows:
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 

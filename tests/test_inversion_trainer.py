@@ -11,16 +11,15 @@ from stytr.models.inversion import InversionModel
 from stytr.train.distributed import DistInfo
 from stytr.train.inversion import InversionTrainer
 
+from resume_check import assert_same_state, die_at, without_times
+
 
 def smoke(tmp_path, **kw):
     return InversionTrainConfig.preset("smoke", out=str(tmp_path / "run"), **kw)
 
 
 def run_steps(trainer, n):
-    losses = []
-    for _ in range(n):
-        losses.append(trainer.train_step(trainer.batch_for_step(trainer.step))["loss"])
-    return losses
+    return [trainer.loop.advance()["loss"] for _ in range(n)]
 
 
 def test_resume_reproduces_uninterrupted_losses(tmp_path):
@@ -29,7 +28,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
 
     first = InversionTrainer(cfg.override({"out": str(tmp_path / "b")}))
     part = run_steps(first, 3)
-    first.save("last.pt")
+    first.loop.save("last.pt")
     run_steps(first, 2)          # work after the checkpoint is lost when the process dies
     del first
 
@@ -59,6 +58,25 @@ def test_fit_writes_checkpoints_that_load(tmp_path):
     # fit() resumes rather than repeating finished work.
     again = InversionTrainer(cfg)
     assert again.resume() and again.step == 4
+
+
+def test_fit_killed_and_resumed_equals_one_run(tmp_path):
+    """A fit killed during step 5 (last.pt from step 3; flips on; the run crosses an epoch) and
+    resumed ends with the uninterrupted run's weights, optimiser state and history, bit for bit."""
+    cfg = smoke(tmp_path, steps=6, n_train=16, batch=4, val_every=2, ckpt_every=3)
+    whole = InversionTrainer(cfg.override({"out": str(tmp_path / "a")}))
+    whole.fit()
+    killed = InversionTrainer(cfg.override({"out": str(tmp_path / "b")}))
+    die_at(killed, 4)
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    del killed
+    torch.manual_seed(99)                    # another process: a different global RNG state
+    resumed = InversionTrainer(cfg.override({"out": str(tmp_path / "b")}))
+    assert resumed.resume() and resumed.step == 3
+    resumed.fit()
+    assert_same_state(whole.state_dict(), resumed.state_dict())
+    assert without_times(whole.history) == without_times(resumed.history)
 
 
 def test_trainable_sets(tmp_path):

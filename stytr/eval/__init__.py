@@ -15,7 +15,8 @@ _EXPORTS = {
                    "encoder_flops", "time_models", "complexity_table", "write_csv", "format_complexity_table"),
     "rescoring": ("PAPER_ATTRIBUTES", "PAPER_ATTRIBUTE_LABELS", "PAPER_FIGURE1", "rescoring_matrix",
                   "disentanglement_score", "plot_rescoring", "predict_probabilities"),
-    "edit_rates": ("edit_rates", "label_edit_rates", "reference_edit_rates"),
+    "edit_rates": ("edit_rates", "decision_rates", "label_edit_rates", "reference_edit_rates",
+                   "evaluate_reference_editor"),
     "user_study": ("paper_table2", "aggregate", "format_table", "plot_user_study", "write_table_csv", "UserStudyApp"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
