@@ -137,3 +137,35 @@ def test_bad_config_errors(tmp_path):
         InversionTrainer(smoke(tmp_path, data="imagenet"))
     with pytest.raises(FileNotFoundError):
         InversionTrainer(smoke(tmp_path, data="folder", train_dir=str(tmp_path / "nope")))
+
+
+def test_resume_with_another_config_says_what_differs(tmp_path):
+    from stytr.train.loop import ConfigMismatch
+
+    cfg = smoke(tmp_path, steps=2)
+    InversionTrainer(cfg).fit()
+    changed = InversionTrainer(cfg.override({"lr": 1e-3, "model.dropout": 0.0, "steps": 4}))
+    with pytest.raises(ConfigMismatch, match=r"lr 0\.0001 -> 0\.001; model\.dropout 0\.1 -> 0\.0\).*"
+                                             r"allow_changed_config=True \(--allow-changed-config\)"):
+        changed.resume()
+    assert changed.resume(allow_changed_config=True) and changed.step == 2
+    assert {g["lr"] for g in changed.optimizer.param_groups} == {1e-3}       # the new lr really applies
+    changed.fit()
+    assert changed.step == 4
+
+
+def test_toy_run_writes_nothing_outside_out(tmp_path):
+    """The toy preset's figures go under --out; the repository's figures/ is left alone without --ship.
+    Stale temporary files of the run's own checkpoints are removed when it starts."""
+    from stytr.__main__ import main
+    from stytr.checkpoints import REPO_ROOT
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".last.pt.x1y2z3.tmp").write_bytes(b"killed mid-write")
+    before = {p.name: p.read_bytes() for p in (REPO_ROOT / "figures").iterdir() if p.is_file()}
+    main(["train-inversion", "--preset", "toy", "--out", str(out), "--steps", "1", "--batch", "2", "--n_train", "4",
+          "--n_val", "2", "--val_every", "1", "--ckpt_every", "1", "--image_every", "1"])
+    assert {p.name: p.read_bytes() for p in (REPO_ROOT / "figures").iterdir() if p.is_file()} == before
+    assert (out / "figures" / "toyfaces_transformer_reconstructions.png").is_file()
+    assert not (out / ".last.pt.x1y2z3.tmp").exists() and (out / "last.pt").is_file()

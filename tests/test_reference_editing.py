@@ -245,3 +245,19 @@ def test_ship_and_load_toy_editor(tmp_path, monkeypatch):
         artifacts.load("reference_editor", "toy", attribute="Smiling")   # no such file here: the error names it
     with pytest.raises(ValueError, match="registered shipped reference editor"):
         train_reference_editor(cfg.override({"attribute": "Young", "out": str(tmp_path / "young")}), ship=True)
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    """A run resumed with an absurd learning rate diverges: it stops naming the step and the loss
+    terms, last.pt and best.pt keep their bytes and history.json stays strict JSON."""
+    from stytr.train.loop import NonFiniteError
+
+    data = codes()
+    cfg = smoke(tmp_path, steps=2)
+    train_reference_editor(cfg, codes=data)
+    out = tmp_path / "run"
+    kept = {name: (out / name).read_bytes() for name in ("last.pt", "best.pt", "final.pt", "history.json")}
+    with pytest.raises(NonFiniteError, match=r"step \d+: loss term\(s\) loss=nan, l2=nan.* went non-finite"):
+        train_reference_editor(cfg.override({"lr": 1e30, "steps": 8}), codes=data, allow_changed_config=True)
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    json.loads((out / "history.json").read_text(), parse_constant=lambda c: pytest.fail(f"history holds {c}"))

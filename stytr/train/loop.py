@@ -128,7 +128,7 @@ class Loop:
     # -- checkpoints ----------------------------------------------------------------
     def state(self) -> dict:
         return {**self.trainer.state_dict(), "step": self.step, "train_config": self.trainer.cfg.to_dict(),
-                "rng": rng_state(), "history": json.dumps(json_safe(self.history)),
+                "rng": rng_state(), "history": json.dumps(self.history),
                 "loop": {"best": self.best, "bad_evals": self.bad_evals, "wall_s": self.wall_s, "stopped": self.stopped,
                          "metrics": json.dumps(json_safe(self.metrics)), "sums": dict(self.sums), "n": self.n}}
 
@@ -144,7 +144,7 @@ class Loop:
             self.memory[name] = copy.deepcopy(state)
             return
         save_atomic(state, self.out / name)
-        save_json(json_safe(self.history), self.out / "history.json")
+        save_json(self.history, self.out / "history.json")
 
     def load(self, name: str) -> dict | None:
         """A checkpoint this loop wrote (``best.pt`` ...), from ``out`` or memory; None when absent."""
@@ -220,8 +220,9 @@ class Loop:
         with _rng_untouched():      # so that where a run evaluates does not change how it trains
             self.metrics = self.trainer.evaluate()
         scalars = {k: float(v) for k, v in self.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self.history.append({"step": self.step, "wall_s": self.wall_s, **{f"train_{k}": v for k, v in train.items()},
-                             **{f"val_{k}": v for k, v in scalars.items()}})
+        self.history.append(json_safe({"step": self.step, "wall_s": self.wall_s,
+                                       **{f"train_{k}": v for k, v in train.items()},
+                                       **{f"val_{k}": v for k, v in scalars.items()}}))
         if self.writer is not None:
             for k, v in scalars.items():
                 if math.isfinite(v):
