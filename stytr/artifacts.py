@@ -32,7 +32,7 @@ from .editing.stylespace import StyleSpace
 from .models.edit_transformer import EditTransformer
 from .models.inversion import InversionModel, build_inversion_model
 from .models.latent_classifier import LatentClassifier
-from .models.stylegan2 import Generator, load_rosinality_generator
+from .models.stylegan2 import Generator, generator_kwargs_from_state, load_rosinality_generator
 from .toy.predictor import AttributePredictor
 
 __all__ = ["Artifact", "ARTIFACTS", "KINDS", "load", "resolve", "export", "find", "pretrained_dir"]
@@ -88,6 +88,12 @@ ARTIFACTS: tuple[Artifact, ...] = (
              source="rosinality/stylegan2-pytorch (converted from NVIDIA's FFHQ config-f)"),
     Artifact("ffhq", "encoder", "style_transformer_ffhq.pt", shipped=False,
              source="sapphire497/style-transformer (the authors' inversion release)"),
+    Artifact("ffhq", "classifier", "latent_classifier_ffhq.pt", shipped=False,
+             source="python -m stytr train-latent-classifier --preset ffhq --domain ffhq --images CELEBA_HQ "
+                    "--attr-file list_attr_celeba.txt (copy out/latent_classifier.pt here)"),
+    *(Artifact("ffhq", "reference_editor", f"reference_editor_ffhq_{a.lower()}.pt", variant=a, shipped=False,
+               source=f"python -m stytr train-reference-editor --preset ffhq --attribute {a} (copy out/final.pt "
+                      f"here)") for a in ("Bangs", "Smiling", "Male")),
 )
 
 
@@ -154,9 +160,13 @@ def _generator(path: Path, device, art, options) -> Generator:
     """Frozen, in eval mode. ``generator.latent_avg`` holds the file's truncation centre (or None)."""
     if path.suffix == ".safetensors":
         state, meta = load_weights(path)
-        if "generator_config" not in meta:
-            raise CheckpointError(f"{path} has no 'generator_config' metadata: not a stytr generator export")
-        g = GeneratorConfig.from_dict(json.loads(meta["generator_config"])).build()
+        if "generator_config" in meta:
+            g = GeneratorConfig.from_dict(json.loads(meta["generator_config"])).build()
+        else:   # a bare state dict in the rosinality layout: its shapes give the architecture
+            try:
+                g = Generator(**generator_kwargs_from_state(state))
+            except ValueError as err:
+                raise CheckpointError(f"{path}: {err}") from err
         load_state_strict(g, state, str(path))
         g.latent_avg = None
     elif path.suffix == ".pkl":

@@ -28,19 +28,21 @@ __all__ = ["Config", "ConfigError", "GeneratorConfig", "TOY_GENERATOR", "FFHQ_GE
 # config), with the few exceptions per class below. Types come from the annotations.
 
 class ConfigError(ValueError):
-    """A config value of the wrong type or out of range; ``str()`` is one line naming the key."""
+    """A config key or value that is not allowed; the message (one line) names the key, the value and
+    what is allowed. Errors of the range checks below also carry ``key``, ``value`` and ``allowed``."""
 
-    def __init__(self, key: str, value: Any, allowed: str, owner: str = ""):
-        self.key, self.value, self.allowed, self.owner = key, value, allowed, owner
-        super().__init__(str(self))
+    def __init__(self, message: str, key: str = "", value: Any = None, allowed: str = ""):
+        super().__init__(message)
+        self.key, self.value, self.allowed = key, value, allowed
 
-    def __str__(self) -> str:
-        where = f" ({self.owner})" if self.owner else ""
-        return f"{self.key}={self.value!r} is not allowed{where}: expected {self.allowed}"
 
-    def inside(self, section: str, owner: str) -> "ConfigError":
-        """The same error, keyed from an enclosing config (``model.generator.size``)."""
-        return ConfigError(f"{section}.{self.key}", self.value, self.allowed, owner)
+def _refuse(key: str, value: Any, allowed: str, owner: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is not allowed ({owner}): expected {allowed}", key, value, allowed)
+
+
+def _nested(err: ConfigError, section: str, owner: str) -> ConfigError:
+    """The same error, keyed from an enclosing config (``model.generator.size``)."""
+    return _refuse(f"{section}.{err.key}", err.value, err.allowed, owner) if err.key else err
 
 
 def _is_int(v) -> bool:
@@ -53,14 +55,6 @@ def _is_number(v) -> bool:
 
 def _finite(v) -> bool:
     return _is_number(v) and math.isfinite(v)
-
-
-def _describe(current) -> str:
-    if _is_int(current):
-        return "an integer"
-    if _is_number(current):
-        return "a number"
-    return f"a {type(current).__name__} literal"
 
 
 _POSITIVE_INT = (lambda v: _is_int(v) and v > 0, "a positive integer")
@@ -127,43 +121,40 @@ def _validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if isinstance(ftype, type) and is_dataclass(ftype):
             if not isinstance(value, ftype):
-                raise ConfigError(name, value, f"a {ftype.__name__} (or a dict of its fields)", owner)
+                raise _refuse(name, value, f"a {ftype.__name__} (or a dict of its fields)", owner)
             try:
                 value.validate()
             except ConfigError as err:
-                raise err.inside(name, owner) from None
+                raise _nested(err, name, owner) from None
             continue
         type_ok, type_name = _TYPES.get(ftype, (lambda v: True, ""))
         if not type_ok(value):
-            raise ConfigError(name, value, type_name, owner)
+            raise _refuse(name, value, type_name, owner)
         ok, allowed = _CLASS_RULES.get((owner, name)) or _RULES.get(name, (lambda v: True, ""))
         if not ok(value):
-            raise ConfigError(name, value, allowed, owner)
+            raise _refuse(name, value, allowed, owner)
 
 
 # -- The config base class --------------------------------------------------------------
 
-def _parse_value(text: str, current: Any, key: str = "value") -> Any:
+def _parse_value(text: str, current: Any) -> Any:
     if isinstance(current, bool):
         low = text.lower()
         if low in {"1", "true", "yes", "on"}:
             return True
         if low in {"0", "false", "no", "off"}:
             return False
-        raise ConfigError(key, text, "a boolean (true/false)")
+        raise ValueError(f"expected a boolean, got {text!r}")
     if isinstance(current, str) or current is None:
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             return text
         return value if current is None else text
-    try:
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
         value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise ConfigError(key, text, _describe(current)) from None
-    if isinstance(current, (int, float)) and _is_number(value):
         return type(current)(value) if isinstance(current, float) or float(value).is_integer() else value
-    return value
+    return ast.literal_eval(text)
 
 
 @dataclass
@@ -180,7 +171,7 @@ class Config:
     @classmethod
     def preset(cls, name: str, **overrides):
         if name not in cls.PRESETS:
-            raise ConfigError("preset", name, f"one of {sorted(cls.PRESETS)}", cls.__name__)
+            raise _refuse("preset", name, f"one of {sorted(cls.PRESETS)}", cls.__name__)
         return cls.from_dict({**cls.PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,7 +191,7 @@ class Config:
                 try:
                     value = ftype.from_dict(value)
                 except ConfigError as err:
-                    raise err.inside(name, cls.__name__) from None
+                    raise _nested(err, name, cls.__name__) from None
             elif isinstance(value, list) and isinstance(getattr(cls, name, None), tuple):
                 value = tuple(value)
             kwargs[name] = value
@@ -219,9 +210,11 @@ class Config:
             if parts[-1] not in node:
                 raise KeyError(f"{type(self).__name__} has no field {key!r}")
             try:
-                node[parts[-1]] = _parse_value(raw, node[parts[-1]], key) if isinstance(raw, str) else raw
-            except ConfigError as err:
-                raise ConfigError(key, err.value, err.allowed, type(self).__name__) from None
+                node[parts[-1]] = _parse_value(raw, node[parts[-1]]) if isinstance(raw, str) else raw
+            except (ValueError, SyntaxError, TypeError) as err:
+                kind = type(node[parts[-1]]).__name__
+                why = str(err) if str(err).startswith("expected") else f"{raw!r} is not a valid {kind}"
+                raise ConfigError(f"{key}: {why}") from None
         return type(self).from_dict(data)
 
 
@@ -390,19 +383,22 @@ class EditingConfig(Config):
     stylespace: float = 10.0
     attribute_scale: dict = field(default_factory=dict)
     attributes: tuple = ("Smiling", "Bangs", "Male", "Eyeglasses", "Young")   # the paper's five
+    # Edits refuse |strength| beyond this: ten times the largest default, far past any useful edit.
+    max_strength: float = 30.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
         "toy": dict(label_1=8.0, label_2=8.0, label_hvp=8.0, interfacegan=8.0, stylespace=10.0,
-                    attribute_scale={"Male": 1.5, "Young": 0.75}),
+                    attribute_scale={"Male": 1.5, "Young": 0.75}, max_strength=120.0),
     }
 
-    def strength(self, editor: str, attribute: str | None = None) -> float:
-        """The strength for an editor by its ``name`` (``label-1``, ``label-2``, ``label-hvp``,
-        ``interfacegan``, ``interfacegan-conditional``, ``stylespace``) and, optionally, attribute."""
-        key = editor.replace("-", "_").removesuffix("_conditional")
+    def strength(self, method, attribute: str | None = None) -> float:
+        """The default strength of an editing method (a :class:`stytr.editing.Method` or its value:
+        ``label-1``, ``label-2``, ``label-hvp``, ``interfacegan``, ``stylespace``), optionally for an
+        attribute."""
+        key = str(method).replace("-", "_").removesuffix("_conditional")
         if key not in ("label_1", "label_2", "label_hvp", "interfacegan", "stylespace"):
-            raise ValueError(f"no default strength for editor {editor!r}")
+            raise ValueError(f"no default strength for method {method!r}")
         return float(getattr(self, key)) * float(self.attribute_scale.get(attribute, 1.0))
 
 
@@ -522,6 +518,7 @@ class InversionTrainConfig(Config):
     """
 
     model: InversionConfig = field(default_factory=InversionConfig)
+    domain: str = "ffhq"              # stytr.domains name: its judge gives the perceptual term
     data: str = "folder"              # "folder" (aligned FFHQ / CelebA-HQ) or "toyfaces"
     train_dir: str = "data/ffhq"
     val_dir: str = "data/celeba_hq_test"
@@ -556,12 +553,13 @@ class InversionTrainConfig(Config):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
-        "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), data="toyfaces", optimizer="ranger", lr=5e-4,
+        "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), domain="toyfaces", data="toyfaces", optimizer="ranger", lr=5e-4,
                     batch=16, steps=3000, lpips=0.0, id=0.0, perceptual=0.1, val_every=250, ckpt_every=250,
                     image_every=250, log_every=25, out="runs/toy_inversion", figures="{out}/figures"),
         # A random generator and a one-unit-per-stage trunk: seconds on a CPU, for tests.
         "smoke": dict(model=dict(InversionConfig.PRESETS["toy"], backbone_units=(1, 1, 1, 1),
-                                 generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint="")), data="toyfaces",
+                                 generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint="")), domain="toyfaces",
+                      data="toyfaces",
                       n_train=32, n_val=8, batch=4, steps=4, lpips=0.0, id=0.0, perceptual=0.0, val_every=2,
                       ckpt_every=2, image_every=2, log_every=1, out="runs/smoke_inversion"),
     }
@@ -619,4 +617,3 @@ class ReferenceEditTrainConfig(Config):
                       codes="", batch=4, steps=4, eval_every=2, eval_pairs=16, image_every=0, log_every=1,
                       ckpt_every=2, out="runs/smoke_reference_editor"),
     }
-

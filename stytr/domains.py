@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from . import artifacts
 from .attributes import CELEBA_ATTRIBUTES, attribute_name
 from .config import EditingConfig
+from .data.folders import LabelledImageFolder
+from .toy.faces import ToyFacesDataset
 from .toy.render import ATTRIBUTES as TOY_ATTRIBUTES
 from .toy.render import ENTAILED as TOY_ENTAILED
 
@@ -50,6 +52,8 @@ class Domain:
     generator_size: int = 1024
     image_dir: str = ""                          # own domains: the training images
     attr_file: str = ""                          # own domains: CelebA-format labels of image_dir
+    # Synthetic domains render their own labelled images: (n, seed, size) -> dataset of (image, labels, mask).
+    render: Callable[[int, int, int], Any] | None = None
 
     # -- pieces -----------------------------------------------------------------------
     def load(self, kind: str, device: str | torch.device = "cpu", spec=None, **options):
@@ -66,7 +70,10 @@ class Domain:
             options.setdefault("classifier", self.classifier or None)
         if spec in (None, ""):
             raise ValueError(f"domain {self.name!r} registers no {kind}; pass one")
-        return artifacts.load(kind, spec, device, **options)
+        loaded = artifacts.load(kind, spec, device, **options)
+        if kind == "predictor":   # the judge carries what it may score, for stytr.eval
+            loaded.modelled, loaded.entailed = tuple(self.modelled), dict(self.entailed)
+        return loaded
 
     def editing_config(self) -> EditingConfig:
         return EditingConfig.preset(self.preset)
@@ -81,6 +88,15 @@ class Domain:
         if name not in self.modelled:
             raise ValueError(f"domain {self.name!r} does not model {name!r}; it models {', '.join(self.modelled)}")
         return name
+
+    def labelled_dataset(self, n: int, seed: int, size: int):
+        """Labelled images of the domain, items ``(image, labels, mask)``: rendered ones for a synthetic
+        domain, else ``image_dir`` with its CelebA-format ``attr_file``."""
+        if self.render is not None:
+            return self.render(n, seed, size)
+        if not self.image_dir or not self.attr_file:
+            raise ValueError(f"domain {self.name!r} has no labelled images: give it image_dir and attr_file")
+        return LabelledImageFolder(self.image_dir, self.attr_file, size=size)
 
     def replace(self, **changes) -> "Domain":
         return dataclasses.replace(self, **changes)
@@ -128,7 +144,9 @@ register_domain(Domain(
     name="toyfaces", preset="toy", generator="toy", encoder="toy", classifier="toy", judge="toy",
     modelled=tuple(TOY_ATTRIBUTES), entailed=dict(TOY_ENTAILED),
     reference_editors={a: "toy" for a in ("Bangs", "Smiling", "Male")},
-    perceptual="predictor", image_size=64, generator_size=64))
+    perceptual="predictor", image_size=64, generator_size=64,
+    render=lambda n, seed, size: ToyFacesDataset(n, seed=seed, size=size)))
 
 # The published weights are the user's to download (artifacts.ARTIFACTS says from where).
-register_domain(Domain(name="ffhq", preset="ffhq", generator="ffhq", encoder="ffhq"))
+register_domain(Domain(name="ffhq", preset="ffhq", generator="ffhq", encoder="ffhq", classifier="ffhq",
+                       reference_editors={a: "ffhq" for a in ("Bangs", "Smiling", "Male")}))

@@ -162,10 +162,10 @@ def test_toy_run_writes_nothing_outside_out(tmp_path):
 
     out = tmp_path / "run"
     out.mkdir()
-    (out / ".last.pt.x1y2z3.tmp").write_bytes(b"killed mid-write")
+    (out / ".last.pt.x1y2z3w4.tmp").write_bytes(b"killed mid-write")
     before = {p.name: p.read_bytes() for p in (REPO_ROOT / "figures").iterdir() if p.is_file()}
     main(["train-inversion", "--preset", "toy", "--out", str(out), "--steps", "1", "--batch", "2", "--n_train", "4",
           "--n_val", "2", "--val_every", "1", "--ckpt_every", "1", "--image_every", "1"])
     assert {p.name: p.read_bytes() for p in (REPO_ROOT / "figures").iterdir() if p.is_file()} == before
     assert (out / "figures" / "toyfaces_transformer_reconstructions.png").is_file()
-    assert not (out / ".last.pt.x1y2z3.tmp").exists() and (out / "last.pt").is_file()
+    assert not (out / ".last.pt.x1y2z3w4.tmp").exists() and (out / "last.pt").is_file()

@@ -158,7 +158,7 @@ def test_early_stopping_survives_a_resume(tmp_path):
 
 def test_stale_temporaries_are_removed_on_start(tmp_path):
     tmp_path.mkdir(exist_ok=True)
-    stale = [tmp_path / ".last.pt.k2j3l4.tmp", tmp_path / ".history.json.a1b2.tmp"]
+    stale = [tmp_path / ".last.pt.k2j3l4m5.tmp", tmp_path / ".latent_classifier.safetensors.a1b2_c3d.tmp"]
     for p in stale:
         p.write_bytes(b"half a checkpoint")
     other = tmp_path / ".notes.txt.tmp"

@@ -9,6 +9,8 @@ from torch import nn
 
 from stytr.attributes import UnknownAttributeError
 from stytr.config import ReferenceEditTrainConfig
+from stytr import artifacts
+from stytr.cli import main
 from stytr.models.edit_transformer import EditTransformer
 from stytr.data.codes import load_codes
 from stytr.eval.edit_rates import evaluate_reference_editor
@@ -205,7 +207,6 @@ def test_codes_file_formats_and_shape_check(tmp_path):
 
 
 def test_cli_command(tmp_path, capsys):
-    from stytr.__main__ import main
     from stytr.checkpoints import save_atomic
 
     save_atomic({"latents": codes()}, tmp_path / "latents.pt")
@@ -215,12 +216,10 @@ def test_cli_command(tmp_path, capsys):
     assert (tmp_path / "cli" / "final.pt").exists()
 
 
-def test_ship_and_load_toy_editor(tmp_path, monkeypatch):
-    """ship=True writes only the editing block, as the registered toy editor; artifacts.load
-    reassembles it with the shipped generator and classifier (here smoke-sized stand-ins in a
-    temporary data folder)."""
-    from stytr import artifacts
-    from stytr.checkpoints import CheckpointError, save_atomic
+def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
+    """--ship writes only the editing block; artifacts.load reassembles it with the shipped generator and
+    classifier (here smoke-sized stand-ins in a temporary data folder)."""
+    from stytr.checkpoints import CheckpointError, save_atomic, save_weights
 
     data = tmp_path / "data"
     data.mkdir()
@@ -228,14 +227,17 @@ def test_ship_and_load_toy_editor(tmp_path, monkeypatch):
     save_atomic({"latents": codes()}, tmp_path / "latents.pt")
     cfg = smoke(tmp_path, "ship", codes=str(tmp_path / "latents.pt"), attribute="Bangs", steps=2)
     model = build_model(cfg)
-    artifacts.export("generator", cfg.model.generator.build(), artifacts.find("generator", "toy").path,
-                     {"generator_config": json.dumps(cfg.model.generator.to_dict())})
+    generator = cfg.model.generator.build()
+    save_weights(generator.state_dict(), artifacts.find("generator", "toy").path,
+                 metadata={"generator_config": json.dumps(cfg.model.generator.to_dict())})
     artifacts.export("classifier", model.classifier, artifacts.find("classifier", "toy").path)
-    cfg = cfg.override({"model.classifier_checkpoint": "toy", "model.generator.checkpoint": "toy"})
-
-    result = train_reference_editor(cfg, ship=True)
+    cfg = cfg.override({"model.generator.checkpoint": "toy", "model.classifier_checkpoint": "toy"})
+    from stytr.config import ReferenceEditTrainConfig as RC
+    monkeypatch.setattr(RC, "PRESETS", {**RC.PRESETS, "toy": cfg.to_dict()})
+    main(["train-reference-editor", "--preset", "toy", "--ship"])
+    assert "shipped" in capsys.readouterr().out
     path = artifacts.find("reference_editor", "toy", "Bangs").path
-    assert result.shipped == path and path.stat().st_size < 2_000_000
+    assert path.stat().st_size < 2_000_000
     trained = EditTransformer.from_checkpoint(tmp_path / "ship" / "final.pt")
     loaded = artifacts.load("reference_editor", "toy", attribute="bangs")
     src, ref = codes(4, seed=1), codes(4, seed=2)

@@ -7,7 +7,7 @@ import torch
 from stytr.checkpoints import load_weights
 from stytr.config import ToyDistillConfig, ToyPredictorConfig
 from stytr.toy import AttributePredictor
-from stytr.toy.generator import load_generator
+from stytr import artifacts
 from stytr.train.toy_generator import (ToyGeneratorTrainer, batch_z, export_from_checkpoint, multiscale_l1,
                                        train_toy_generator)
 from stytr.train.toy_predictor import ToyPredictorTrainer, one_cycle, random_blur, train_toy_predictor
@@ -62,13 +62,13 @@ def test_distillation_resumes_and_exports(tmp_path):
     predictor = AttributePredictor()
     cfg = ToyDistillConfig.preset("smoke", out=str(tmp_path / "a"), steps=4, ckpt_every=2)
     train_toy_generator(cfg, predictor=predictor)
-    straight = load_generator(tmp_path / "a" / "toyfaces_generator.safetensors")
+    straight = artifacts.load("generator", tmp_path / "a" / "toyfaces_generator.safetensors")
 
     # Stop after 2 steps, then run the same command to 4: the result equals the uninterrupted run.
     b = cfg.override({"out": str(tmp_path / "b")})
     train_toy_generator(b.override({"steps": 2}), predictor=predictor)
     report = train_toy_generator(b, predictor=predictor)
-    resumed = load_generator(tmp_path / "b" / "toyfaces_generator.safetensors")
+    resumed = artifacts.load("generator", tmp_path / "b" / "toyfaces_generator.safetensors")
     for (n, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), n
     assert report["steps"] == 4 and (tmp_path / "b" / "samples_000004.png").exists()
@@ -76,7 +76,7 @@ def test_distillation_resumes_and_exports(tmp_path):
     assert json.loads(meta["generator_config"])["size"] == 64
     # An exported checkpoint names the command that reproduces it; one from before the end says which part.
     report = export_from_checkpoint(tmp_path / "b" / "last.pt", tmp_path / "export.safetensors")
-    exported = load_generator(tmp_path / "export.safetensors")
+    exported = artifacts.load("generator", tmp_path / "export.safetensors")
     assert report["steps"] == 4 and torch.equal(exported.conv1.conv.weight, resumed.conv1.conv.weight)
     assert load_weights(tmp_path / "export.safetensors")[1]["command"].endswith("--preset toy --ship")
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
@@ -88,7 +88,7 @@ def test_distillation_resumes_and_exports(tmp_path):
 
 def test_distillation_killed_and_resumed_equals_one_run(tmp_path):
     predictor = AttributePredictor()
-    cfg = ToyDistillConfig.preset("smoke", steps=5, ckpt_every=2, sample_every=2)
+    cfg = ToyDistillConfig.preset("smoke", steps=4, ckpt_every=2, sample_every=2)
     whole = ToyGeneratorTrainer(cfg.override({"out": str(tmp_path / "a")}), predictor=predictor)
     whole.loop.run()
     b = cfg.override({"out": str(tmp_path / "b")})
@@ -111,7 +111,7 @@ def test_old_distillation_checkpoints_still_export(tmp_path):
                 "elapsed": 12.0}, tmp_path / "old.pt")
     report = export_from_checkpoint(tmp_path / "old.pt", tmp_path / "old.safetensors")
     assert report == {"steps": 3, "wall_s": 12.0}
-    assert torch.allclose(load_generator(tmp_path / "old.safetensors").conv1.conv.weight, g.conv1.conv.weight,
+    assert torch.allclose(artifacts.load("generator", tmp_path / "old.safetensors").conv1.conv.weight, g.conv1.conv.weight,
                           rtol=1e-3, atol=1e-3)      # stored as fp16
 
 

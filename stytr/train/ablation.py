@@ -19,10 +19,8 @@ from pathlib import Path
 import torch
 
 from .. import artifacts
-from ..checkpoints import REPO_ROOT
 from ..config import InversionTrainConfig
 from ..eval.metrics import evaluate_reconstruction
-from ..toy import ToyFacesDataset
 from .inversion import InversionTrainer
 
 # Method name (the paper's row) -> model overrides.
@@ -33,11 +31,13 @@ METHODS = {
 }
 
 
-ARTIFACT = {"pSp": "toy-psp", "w/o self": "toy-wo-self", "full": "toy-full"}   # the registered encoder names
-
-
 def method_slug(name: str) -> str:
     return {"pSp": "psp", "w/o self": "wo_self", "full": "full"}[name]
+
+
+def shipped_encoder(name: str) -> str:
+    """The registered artefact name of a method's shipped ToyFaces encoder."""
+    return {"pSp": "toy-psp", "w/o self": "toy-wo-self", "full": "toy-full"}[name]
 
 
 def method_config(base: InversionTrainConfig, name: str) -> InversionTrainConfig:
@@ -54,25 +54,14 @@ def train_ablation(base: InversionTrainConfig, ship: bool = False) -> dict:
         model = trainer.model.eval()
         artifacts.export("encoder", model, Path(trainer.cfg.out) / "encoder.safetensors", {"steps": trainer.step})
         if ship:
-            art = artifacts.find("encoder", ARTIFACT[name])
+            art = artifacts.find("encoder", shipped_encoder(name))
             artifacts.export("encoder", model, art.path, {"steps": trainer.step, "command": art.command})
         models[name] = model
     return models
 
 
-def run_ablation(base: InversionTrainConfig, ship: bool = False, predictor=None) -> list[dict]:
-    """Train the three encoders and write Table 1 (``out/table1_toyfaces.csv`` and ``.png``; with
-    ``ship`` also into the repository's ``figures/``); returns the table's rows."""
-    models = train_ablation(base, ship=ship)
-    held_out = ToyFacesDataset(base.n_val, seed=base.seed + 20_000, size=base.model.input_size)
-    rows = ablation_table(models, held_out.images, predictor=predictor)
-    for folder in [Path(base.out)] + ([REPO_ROOT / "figures"] if ship else []):
-        write_table(rows, folder / "table1_toyfaces.csv", folder / "table1_toyfaces.png")
-    return rows
-
-
 def load_shipped_ablation() -> dict:
-    return {name: artifacts.load("encoder", ARTIFACT[name]) for name in METHODS}
+    return {name: artifacts.load("encoder", shipped_encoder(name)) for name in METHODS}
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from .. import artifacts
 from ..checkpoints import REPO_ROOT, load_state_strict
 from ..config import InversionTrainConfig
 from ..data.folders import ImageFolderDataset
-from ..domains import Domain, get_domain
+from ..domains import get_domain
 from ..losses import InversionLoss
 from ..models.inversion import InversionModel, build_inversion_model
 from ..toy import ToyFacesDataset
@@ -69,13 +69,9 @@ def build_model(cfg: InversionTrainConfig):
     return model
 
 
-def default_domain(cfg: InversionTrainConfig) -> Domain:
-    """The domain whose judge gives the perceptual term when the trainer is given none."""
-    return get_domain("toyfaces" if cfg.data == "toyfaces" else "ffhq")
-
-
-def build_loss(cfg: InversionTrainConfig, domain: Domain) -> InversionLoss:
-    judge = domain.load("predictor") if cfg.perceptual > 0 else None
+def build_loss(cfg: InversionTrainConfig) -> InversionLoss:
+    """The configured terms; the perceptual one is the feature distance of ``cfg.domain``'s judge."""
+    judge = get_domain(cfg.domain).load("predictor") if cfg.perceptual > 0 else None
     return InversionLoss(l2=cfg.l2, lpips=cfg.lpips, id=cfg.id, perceptual=cfg.perceptual, w_norm=cfg.w_norm,
                          predictor=judge)
 
@@ -91,8 +87,7 @@ def build_optimizer(cfg: InversionTrainConfig, params):
 
 
 class InversionTrainer:
-    def __init__(self, cfg: InversionTrainConfig, dist_info: DistInfo | None = None, model=None, loss=None,
-                 domain: Domain | None = None):
+    def __init__(self, cfg: InversionTrainConfig, dist_info: DistInfo | None = None, model=None, loss=None):
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
         if cfg.threads:
@@ -101,7 +96,7 @@ class InversionTrainer:
         self.out = Path(cfg.out)
         self.device = self.dist.device
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
-        self.loss = (loss if loss is not None else build_loss(cfg, domain or default_domain(cfg))).to(self.device)
+        self.loss = (loss if loss is not None else build_loss(cfg)).to(self.device)
         self.train_set, self.val_set = build_datasets(cfg)
         self.sampler = StepSampler(len(self.train_set), cfg.batch, cfg.seed, self.dist.rank, self.dist.world_size)
         self.per_rank = cfg.batch // self.dist.world_size
@@ -233,10 +228,11 @@ def train_inversion(cfg: InversionTrainConfig, resume: bool = True, ship: bool =
     held-out model as the domain's shipped encoder and the figures into the repository's figures/."""
     target = None
     if ship:
-        target = artifacts.find("encoder", default_domain(cfg).encoder)
+        domain = get_domain(cfg.domain)
+        target = artifacts.find("encoder", domain.encoder)
         if target is None or not target.shipped:
-            raise ValueError(f"--ship writes a shipped encoder into data/; the {default_domain(cfg).name} domain "
-                             f"has none (its encoder is a published file)")
+            raise ValueError(f"--ship writes a shipped encoder into data/; the {domain.name} domain has none "
+                             f"(its encoder is a published file)")
         if not cfg.figures or cfg.figures.startswith("{out}"):
             cfg = cfg.override({"figures": str(REPO_ROOT / "figures")})
     info = setup()
