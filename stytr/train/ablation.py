@@ -6,8 +6,10 @@ Each method is an :class:`~stytr.train.inversion.InversionTrainer` run of the sa
 config, differing only in ``model.kind`` / ``model.use_self_attn``; runs resume from
 their own ``last.pt``. The trained encoders are evaluated on one held-out set (MSE,
 the toy perceptual distance, SSIM, LPIPS when its weights exist) and the table is
-written in the paper's layout as CSV and PNG. ``--ship`` copies the three encoders
-to ``data/`` so notebook 02 can evaluate them without training.
+written in the paper's layout as CSV and PNG into ``out``. ``--ship`` also writes the
+three encoders as the registered ``toy-psp``/``toy-wo-self``/``toy-full`` artefacts in
+``data/`` (so notebook 02 can evaluate them without training) and the table into the
+repository's ``figures/``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import torch
 
 from .. import artifacts
 from ..config import InversionTrainConfig
+from ..eval.metrics import evaluate_reconstruction
+from .inversion import InversionTrainer
 
 # Method name (the paper's row) -> model overrides.
 METHODS = {
@@ -42,8 +46,6 @@ def method_config(base: InversionTrainConfig, name: str) -> InversionTrainConfig
 
 def train_ablation(base: InversionTrainConfig, ship: bool = False) -> dict:
     """Train (or resume) the three encoders; returns {method: model}."""
-    from .inversion import InversionTrainer
-
     models = {}
     for name in METHODS:
         trainer = InversionTrainer(method_config(base, name))
@@ -65,8 +67,6 @@ def load_shipped_ablation() -> dict:
 @torch.no_grad()
 def ablation_table(models: dict, images: torch.Tensor, predictor=None, batch: int = 50) -> list[dict]:
     """One row per method: encoder parameters and the held-out reconstruction metrics."""
-    from ..eval.metrics import evaluate_reconstruction
-
     rows = []
     for name, model in models.items():
         metrics = evaluate_reconstruction(model, images, batch=batch, predictor=predictor)
