@@ -147,12 +147,33 @@ def cmd_ablation(args, extra):
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 
 
+def cmd_ablation_seeds(args, extra):
+    from .checkpoints import REPO_ROOT, CheckpointError
+    from .train.ablation import SEEDS_CSV, evaluate_seeds, seed_report, write_table
+
+    problem = f"unexpected arguments {extra}" if extra else "" if args.ship or args.out else \
+        "give --out DIR (or --ship to write figures/)"
+    if problem:
+        print(f"stytr ablation-seeds: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        rows = evaluate_seeds(args.runs, shipped_seed=args.shipped_seed)
+    except (OSError, ValueError, KeyError, CheckpointError) as err:
+        print(f"stytr ablation-seeds: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    path = (REPO_ROOT / "figures" if args.ship else Path(args.out)) / SEEDS_CSV
+    write_table(rows, path)
+    print(seed_report(rows))
+    print(f"per-seed metrics -> {path}")
+
+
 COMMANDS = {
     "train-toy-predictor": (cmd_train_toy_predictor, "train the ToyFaces attribute predictor"),
     "train-toy-generator": (cmd_train_toy_generator, "distil the ToyFaces renderer into a small StyleGAN2"),
     "train-inversion": (cmd_train_inversion, "train an inversion encoder (Style Transformer, w/o self, pSp)"),
     "invert": (cmd_invert, "invert images with a trained encoder"),
     "ablation": (cmd_ablation, "Table 1 on ToyFaces: train and compare pSp, w/o self and the full model"),
+    "ablation-seeds": (cmd_ablation_seeds, "score several seeds' ablation runs on one held-out set: Table 1 with intervals"),
     "train-latent-classifier": (cmd_train_latent_classifier, "invert labelled images, then train the W+ attribute classifier"),
     "train-reference-editor": (cmd_train_reference_editor, "train the reference-editing transformer on W+ codes"),
     "edit": (cmd_edit, "invert a photo and edit an attribute (label, InterFaceGAN, StyleSpace or reference)"),
@@ -176,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--n", type=int, default=20000, help="toy preset: faces to render and invert")
             p.add_argument("--images", default="", help="full scale: folder of aligned CelebA-HQ images")
             p.add_argument("--attr-file", dest="attr_file", default="", help="full scale: list_attr_celeba.txt")
+        if name == "ablation-seeds":
+            p.add_argument("--runs", nargs="*", default=[], help="finished `ablation` run folders (one per seed)")
+            p.add_argument("--shipped-seed", dest="shipped_seed", type=int, default=None,
+                           help="also score the shipped data/toyfaces_ablation_* encoders as this seed (they are seed 0)")
+            p.add_argument("--out", default="", help="folder for table1_toyfaces_seeds.csv")
+            p.add_argument("--ship", action="store_true", help="write the CSV into figures/ instead")
         if name == "invert":
             p.add_argument("--checkpoint", required=True, help="encoder checkpoint, or 'toy' for the shipped one")
             p.add_argument("--input", required=True, help="an image file or a folder of images")

@@ -259,7 +259,8 @@ class EditingConfig(Config):
     def strength(self, editor: str, attribute: str | None = None) -> float:
         """The strength for an editor by its ``name`` (``label-1``, ``label-2``, ``label-hvp``,
         ``interfacegan``, ``interfacegan-conditional``, ``stylespace``) and, optionally, attribute."""
-        key = editor.replace("-", "_").removesuffix("_conditional")
+        # Algorithm 2 as released steps by the same alpha as Algorithm 2 (the authors' 3).
+        key = editor.replace("-", "_").removesuffix("_conditional").removesuffix("_released")
         if key not in ("label_1", "label_2", "label_hvp", "interfacegan", "stylespace"):
             raise ValueError(f"no default strength for editor {editor!r}")
         return float(getattr(self, key)) * float(self.attribute_scale.get(attribute, 1.0))
@@ -450,6 +451,7 @@ class ReferenceEditTrainConfig(Config):
     l2: float = 1.0                   # source vs edited W+
     ref: float = 1.0                  # edited attribute's embedding, edited vs reference
     src: float = 1.0                  # other attributes' embeddings, edited vs source
+    mode_seeking: float = 0.0         # weight of the mode-seeking term (stytr.losses.mode_seeking_loss); 0 = off, as published
     lr: float = 1e-3
     weight_decay: float = 5e-4        # Adam's (coupled) L2 decay, as published
     batch: int = 8                    # split into batch/2 sources and batch/2 references

@@ -8,6 +8,15 @@ their own ``last.pt``. The trained encoders are evaluated on one held-out set (M
 the toy perceptual distance, SSIM, LPIPS when its weights exist) and the table is
 written in the paper's layout as CSV and PNG. ``--ship`` copies the three encoders
 to ``data/`` so notebook 02 can evaluate them without training.
+
+Several seeds (issue 18): train each seed into its own folder, then score every seed's
+encoders on one held-out set that no run trains or validates on::
+
+    python -m stytr ablation --preset toy --steps 800 --seed 1 --out runs/toy_ablation/seed_1
+    python -m stytr ablation-seeds --runs runs/toy_ablation/seed_1 runs/toy_ablation/seed_2 --shipped-seed 0 --ship
+
+:func:`evaluate_seeds` writes one row per (seed, method); :mod:`stytr.eval.seeds` turns them
+into means with t-intervals and paired per-seed comparisons.
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints import CheckpointError, data_path, load, load_weights
 from ..config import InversionTrainConfig
 
 # Method name (the paper's row) -> model overrides.
@@ -24,6 +34,15 @@ METHODS = {
     "w/o self": {"model.kind": "transformer", "model.use_self_attn": False},
     "full": {"model.kind": "transformer", "model.use_self_attn": True},
 }
+
+
+#: Table 1's quality columns; ``agreement`` is the attribute predictor's agreement on input vs reconstruction.
+TABLE_METRICS = ("mse", "ssim", "perceptual", "agreement")
+LOWER_BETTER = frozenset({"mse", "perceptual", "lpips", "params_m"})
+#: The one held-out set of the multi-seed table: a seed no trainer uses (training sets are
+#: seed + 10_000, validation sets seed + 20_000, the latent classifier's faces 30_000-70_000).
+HELD_OUT_SEED, HELD_OUT_N = 80_000, 200
+SEEDS_CSV = "table1_toyfaces_seeds.csv"
 
 
 def method_slug(name: str) -> str:
@@ -59,7 +78,6 @@ def train_ablation(base: InversionTrainConfig, ship: bool = False) -> dict:
 
 
 def load_shipped_ablation() -> dict:
-    from ..checkpoints import data_path
     from ..toy.encoder import load_encoder
 
     return {name: load_encoder(data_path(shipped_encoder_file(name))) for name in METHODS}
@@ -77,10 +95,94 @@ def ablation_table(models: dict, images: torch.Tensor, predictor=None, batch: in
                "mse": metrics["mse"], "ssim": metrics["ssim"]}
         if metrics.get("predictor_distance") is not None:
             row["perceptual"] = metrics["predictor_distance"]   # the toy stand-in for LPIPS
+        if metrics.get("attribute_agreement_mean") is not None:
+            row["agreement"] = metrics["attribute_agreement_mean"]
         if metrics.get("lpips") is not None:
             row["lpips"] = metrics["lpips"]
         rows.append(row)
     return rows
+
+
+def held_out_images() -> torch.Tensor:
+    """The multi-seed table's held-out faces (:data:`HELD_OUT_N` at :data:`HELD_OUT_SEED`)."""
+    from ..toy import ToyFacesDataset
+
+    return ToyFacesDataset(HELD_OUT_N, seed=HELD_OUT_SEED).images
+
+
+def load_run(run_dir) -> tuple[dict, int, int]:
+    """``({method: encoder}, seed, steps)`` of a finished ``ablation`` run folder (``<method>/encoder.safetensors``
+    and ``<method>/last.pt`` for the seed); every method must have trained with the same seed and steps."""
+    from ..toy.encoder import load_encoder
+
+    run_dir = Path(run_dir)
+    models, seeds, steps = {}, set(), set()
+    for name in METHODS:
+        folder = run_dir / method_slug(name)
+        encoder = folder / "encoder.safetensors"
+        if not encoder.is_file():
+            raise CheckpointError(f"{encoder} not found: is {run_dir} a finished `python -m stytr ablation` run?")
+        models[name] = load_encoder(encoder)
+        steps.add(int(load_weights(encoder)[1].get("steps", -1)))
+        seeds.add(int(load(folder / "last.pt")["train_config"]["seed"]))
+    if len(seeds) != 1 or len(steps) != 1:
+        raise CheckpointError(f"{run_dir}: the methods differ in seed {sorted(seeds)} or steps {sorted(steps)}")
+    return models, seeds.pop(), steps.pop()
+
+
+def seed_rows(models: dict, seed: int, steps: int, images: torch.Tensor, predictor) -> list[dict]:
+    """:func:`ablation_table` rows of one seed's encoders, with ``seed`` and ``steps`` in front."""
+    return [{"seed": seed, "steps": steps, **row} for row in ablation_table(models, images, predictor=predictor)]
+
+
+def evaluate_seeds(run_dirs=(), shipped_seed: int | None = None, images: torch.Tensor | None = None,
+                   predictor=None) -> list[dict]:
+    """One row per (seed, method) on :func:`held_out_images`: the shipped encoders as ``shipped_seed``
+    (when given) and every finished run folder in ``run_dirs``. Seeds must not repeat."""
+    from ..toy import load_attribute_predictor
+
+    images = held_out_images() if images is None else images
+    predictor = load_attribute_predictor() if predictor is None else predictor
+    runs = []
+    if shipped_seed is not None:
+        steps = {int(load_weights(data_path(shipped_encoder_file(m)))[1]["steps"]) for m in METHODS}
+        if len(steps) != 1:
+            raise CheckpointError(f"the shipped ablation encoders differ in steps: {sorted(steps)}")
+        runs.append((load_shipped_ablation(), int(shipped_seed), steps.pop()))
+    runs += [load_run(d) for d in run_dirs]
+    seeds = [r[1] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat across the runs: {seeds}")
+    budgets = {r[2] for r in runs}
+    if len(budgets) > 1:
+        raise ValueError(f"the runs trained for different budgets {sorted(budgets)}: one budget for all, please")
+    return [row for models, seed, steps in runs for row in seed_rows(models, seed, steps, images, predictor)]
+
+
+def seed_report(rows: list[dict], metrics=TABLE_METRICS) -> str:
+    """Text: per method the mean and 95 % t-interval over seeds of each metric, then the paired
+    per-seed comparisons full vs w/o self and full vs pSp (difference, interval, p, seeds won)."""
+    from ..eval.seeds import paired_rows, seed_summary
+
+    lines = ["method     seeds " + "".join(f"{m:>28s}" for m in metrics)]
+    for r in seed_summary(rows, metrics):
+        cells = "".join(f"{r[m + '_mean']:>10.4f} [{r[m + '_lo']:.4f}, {r[m + '_hi']:.4f}]" for m in metrics)
+        lines.append(f"{r['method']:10s} {r['n_seeds']:5d} {cells}")
+    for other in ("w/o self", "pSp"):
+        for c in paired_rows(rows, "full", other, metrics, LOWER_BETTER):
+            lines.append(f"{c['comparison']:16s} {c['metric']:10s} diff {c['mean_diff']:+.4f} "
+                         f"[{c['lo']:+.4f}, {c['hi']:+.4f}]  p={c['p']:.3f}  full better on {c['a_better']}/{c['n']} seeds")
+    return "\n".join(lines)
+
+
+def read_rows(csv_path) -> list[dict]:
+    """Rows of a CSV written by :func:`write_table`, numbers as floats (``seed``/``steps`` as ints)."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        out.append({k: (int(v) if k in ("seed", "steps") else v if k == "method" else float(v)) for k, v in r.items()})
+    return out
 
 
 def write_table(rows: list[dict], csv_path, png_path=None, title: str = "ToyFaces Table 1") -> None:

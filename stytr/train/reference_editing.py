@@ -12,6 +12,13 @@ frozen classifier's per-attribute embeddings ``e_a``::
     l2  * MSE(src W+, edited W+)
   + ref * MSE(e_attr(edited), e_attr(ref))                 # the edited attribute follows the reference
   + src * MSE(e_others(edited), e_others(src))             # all other attributes stay as in the source
+  + mode_seeking * 1 / (|E(s, r) - E(s, r')|_1 / |r - r'|_1)  # optional (off by default): see below
+
+The mode-seeking term (``mode_seeking > 0``; after Mao et al.'s MSGAN, the "[4]" of the
+supplementary's limitations) edits each source a second time with another reference of
+the batch (the references rolled by one) and penalises edits that differ less than their
+references do (:func:`stytr.losses.mode_seeking_loss`), against the mode collapse that
+makes every reference give the same edit.
 
 Adam (lr 1e-3, weight decay 5e-4) on the encoder only; the classifier and the
 generator are frozen. The encoder trains in train mode (dropout on), as published.
@@ -44,6 +51,7 @@ from tqdm.auto import tqdm
 from ..attributes import attribute_index
 from ..checkpoints import CheckpointError, load, load_state_strict, require_file, save_atomic
 from ..config import ReferenceEditTrainConfig
+from ..losses import mode_seeking_loss
 from .common import resume_latest, rng_state, summary_writer
 
 __all__ = ["PAIR_MODES", "ReferenceEditResult", "ReferenceEditTrainer", "load_codes", "reference_editing_loss",
@@ -285,6 +293,9 @@ class ReferenceEditTrainer:
             raise ValueError(f"unknown pair_mode {cfg.pair_mode!r}; choose one of {PAIR_MODES}")
         if cfg.batch < 2 or cfg.batch % 2:
             raise ValueError(f"batch must be even and >= 2 (it splits into sources and references), got {cfg.batch}")
+        if cfg.mode_seeking < 0 or (cfg.mode_seeking > 0 and cfg.batch < 4):
+            raise ValueError(f"mode_seeking must be >= 0 and needs batch >= 4 (two references per source), "
+                             f"got mode_seeking={cfg.mode_seeking}, batch={cfg.batch}")
         torch.manual_seed(cfg.seed)
         self.device = torch.device(device)
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
@@ -367,6 +378,11 @@ class ReferenceEditTrainer:
         edited = self.model(src, ref)
         total, terms = reference_editing_loss(self.model.classifier, src, ref, edited, self.attr,
                                               self.cfg.l2, self.cfg.ref, self.cfg.src)
+        if self.cfg.mode_seeking > 0:
+            other = ref.roll(1, dims=0)                 # a second reference per source, from the same batch
+            terms["ms"] = mode_seeking_loss(edited, self.model(src, other), ref, other)
+            total = total + self.cfg.mode_seeking * terms["ms"]
+            terms["ms"] = terms["ms"].detach()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
