@@ -149,7 +149,7 @@ def cmd_ablation(args, extra):
 
 def cmd_ablation_seeds(args, extra):
     from .checkpoints import REPO_ROOT, CheckpointError
-    from .train.ablation import SEEDS_CSV, evaluate_seeds, seed_report, write_table
+    from .train.ablation import CURVES_CSV, SEEDS_CSV, evaluate_seeds, run_curves, seed_report, write_table
 
     problem = f"unexpected arguments {extra}" if extra else "" if args.ship or args.out else \
         "give --out DIR (or --ship to write figures/)"
@@ -158,13 +158,16 @@ def cmd_ablation_seeds(args, extra):
         raise SystemExit(2)
     try:
         rows = evaluate_seeds(args.runs, shipped_seed=args.shipped_seed)
+        curves = [row for run in args.runs for row in run_curves(run)]
     except (OSError, ValueError, KeyError, CheckpointError) as err:
         print(f"stytr ablation-seeds: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
-    path = (REPO_ROOT / "figures" if args.ship else Path(args.out)) / SEEDS_CSV
-    write_table(rows, path)
+    folder = REPO_ROOT / "figures" if args.ship else Path(args.out)
+    write_table(rows, folder / SEEDS_CSV)
+    if curves:
+        write_table(curves, folder / CURVES_CSV)
     print(seed_report(rows))
-    print(f"per-seed metrics -> {path}")
+    print(f"per-seed metrics -> {folder / SEEDS_CSV}" + (f"; learning curves -> {folder / CURVES_CSV}" if curves else ""))
 
 
 COMMANDS = {

@@ -42,7 +42,8 @@ def test_seeds_are_scored_on_one_held_out_set_with_intervals(tmp_path):
     import math
 
     from stytr.eval.seeds import paired_rows, seed_summary
-    from stytr.train.ablation import TABLE_METRICS, evaluate_seeds, load_run, read_rows, seed_report
+    from stytr.train.ablation import (TABLE_METRICS, evaluate_seeds, load_run, read_rows, run_curves,
+                                      seed_report)
 
     for seed in (0, 1):
         train_ablation(InversionTrainConfig.preset("smoke", out=str(tmp_path / f"seed_{seed}"), steps=2, seed=seed))
@@ -65,6 +66,10 @@ def test_seeds_are_scored_on_one_held_out_set_with_intervals(tmp_path):
     back = read_rows(tmp_path / "seeds.csv")
     assert all(math.isclose(a["mse"], b["mse"], rel_tol=1e-12) and a["seed"] == b["seed"] for a, b in zip(rows, back))
     assert "full - w/o self" in seed_report(rows)
+    curves = run_curves(tmp_path / "seed_1")
+    tags = {(r["method"], r["tag"]) for r in curves}
+    assert {(m, "val/l2") for m in METHODS} <= tags and all(r["seed"] == 1 for r in curves)
+    assert [r["step"] for r in curves if r["method"] == "full" and r["tag"] == "train/loss"] == [1, 2]
     # One seed twice is refused: the interval would count it twice.
     with pytest.raises(ValueError, match="seeds repeat"):
         evaluate_seeds([tmp_path / "seed_1", tmp_path / "seed_1"], images=images, predictor=AttributePredictor())

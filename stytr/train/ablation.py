@@ -43,6 +43,9 @@ LOWER_BETTER = frozenset({"mse", "perceptual", "lpips", "params_m"})
 #: seed + 10_000, validation sets seed + 20_000, the latent classifier's faces 30_000-70_000).
 HELD_OUT_SEED, HELD_OUT_N = 80_000, 200
 SEEDS_CSV = "table1_toyfaces_seeds.csv"
+CURVES_CSV = "table1_toyfaces_curves.csv"
+#: TensorBoard scalars of a run kept for the learning-curve look.
+CURVE_TAGS = ("train/loss", "val/loss", "val/l2", "val/perceptual")
 
 
 def method_slug(name: str) -> str:
@@ -175,13 +178,34 @@ def seed_report(rows: list[dict], metrics=TABLE_METRICS) -> str:
     return "\n".join(lines)
 
 
+def run_curves(run_dir) -> list[dict]:
+    """Learning curves of a finished run folder from its TensorBoard events (every method's ``tb/``):
+    rows ``{seed, method, tag, step, value}`` for :data:`CURVE_TAGS`. A resumed run has several event
+    files; the latest value of a step wins."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, seed, _ = load_run(run_dir)
+    rows = []
+    for name in METHODS:
+        values: dict[tuple[str, int], float] = {}
+        for events in sorted((Path(run_dir) / method_slug(name) / "tb").glob("events.out.tfevents.*")):
+            acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+            acc.Reload()
+            for tag in set(CURVE_TAGS) & set(acc.Tags()["scalars"]):
+                values.update({(tag, e.step): e.value for e in acc.Scalars(tag)})
+        rows += [{"seed": seed, "method": name, "tag": tag, "step": step, "value": v}
+                 for (tag, step), v in sorted(values.items())]
+    return rows
+
+
 def read_rows(csv_path) -> list[dict]:
     """Rows of a CSV written by :func:`write_table`, numbers as floats (``seed``/``steps`` as ints)."""
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     out = []
     for r in rows:
-        out.append({k: (int(v) if k in ("seed", "steps") else v if k == "method" else float(v)) for k, v in r.items()})
+        out.append({k: (int(v) if k in ("seed", "steps", "step") else v if k in ("method", "tag") else float(v))
+                    for k, v in r.items()})
     return out
 
 
