@@ -60,12 +60,26 @@ def test_a_collapsed_editor_has_no_diversity_and_a_copying_one_has_the_reference
     src, ref = diversity_sets(ChannelGenerator(), codes(), "Smiling", RedPredictor(), n_sources=3, k=5)
     collapsed = reference_diversity(Editor("collapse"), src, ref, "Smiling", RedPredictor(), distance=pixel_distance)
     assert collapsed["image_diversity"] == 0 and collapsed["code_diversity"] == 0
-    assert collapsed["flip_rate"] == 1.0 and collapsed["pairs"] == 15 and collapsed["edited"].shape == (3, 5, 2, 4)
+    assert collapsed["flip_rate"] == 1.0 and collapsed["edited"].shape == (3, 5, 2, 4)
+    assert collapsed["per_source"]["image_diversity"].shape == (3,)
     copied = reference_diversity(Editor("copy"), src, ref, "Smiling", RedPredictor(), distance=pixel_distance)
     # Only two of the reference's values are copied: the codes' spread, and two thirds of the image's.
     assert copied["code_diversity"] == pytest.approx(pairwise_mean(ref[:, 0, :2], lambda a, b: (a - b).norm(dim=1)).item())
     assert 0 < copied["image_diversity"] < copied["reference_image_diversity"]
     assert copied["flip_rate"] == 1.0 and copied["keep_rate"] == 1.0
+
+
+def test_rows_per_source_summarise_to_the_means():
+    from stytr.eval.diversity import diversity_rows, summarize
+
+    copy = Editor("copy")
+    rows = diversity_rows({"copy": {"Smiling": copy}}, codes(), RedPredictor(), n_sources=3, k=4,
+                          distance=pixel_distance)
+    assert [r["source"] for r in rows] == [0, 1, 2]
+    src, ref = diversity_sets(ChannelGenerator(), codes(), "Smiling", RedPredictor(), n_sources=3, k=4)
+    whole = reference_diversity(copy, src, ref, "Smiling", RedPredictor(), distance=pixel_distance)
+    (mean,) = summarize(rows)
+    assert mean["n_sources"] == 3 and mean["image_diversity"] == pytest.approx(whole["image_diversity"])
 
 
 def test_pairwise_mean_counts_each_pair_once():

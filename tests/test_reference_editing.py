@@ -226,7 +226,7 @@ def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
     from stytr.checkpoints import CheckpointError
     from stytr.editing.session import TOY_CLASSIFIER_FILE
     from stytr.toy.generator import GENERATOR_FILE
-    from stytr.toy.reference_editor import editor_file, load_reference_editor
+    from stytr.toy.reference_editor import MODE_SEEKING, editor_file, load_reference_editor
     from stytr.train.latent_classifier import export_safetensors
 
     data = tmp_path / "data"
@@ -255,3 +255,11 @@ def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
         assert torch.allclose(loaded(src, ref), trained(src, ref), atol=5e-3)   # fp16 storage
     with pytest.raises(CheckpointError, match="toyfaces_reference_editor_smiling"):
         load_reference_editor("Smiling")          # no such shipped file: the error names it
+    # With the mode-seeking term the editor ships beside the published-loss one, which stays as it was.
+    before = path.read_bytes()
+    cmd_train_reference_editor(args, ["--mode_seeking", "0.5", "--out", str(tmp_path / "ship_ms")])
+    assert path.read_bytes() == before
+    seeking = load_reference_editor("Bangs", variant=MODE_SEEKING)
+    with torch.no_grad():
+        assert not torch.allclose(seeking(src, ref), loaded(src, ref))
+    assert (data / editor_file("Bangs", MODE_SEEKING)).name == "toyfaces_reference_editor_bangs_mode_seeking.safetensors"

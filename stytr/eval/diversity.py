@@ -14,19 +14,34 @@ edits ``e_k = E(s, r_k)`` are rendered, and
 the references themselves: the spread the edits could at most inherit. The flip and keep
 rates of the same S*K (source, reference) pairs come from
 :func:`stytr.eval.edit_rates.reference_edit_rates`, so diversity is read next to them.
+
+    python -m stytr.eval.diversity --out DIR     # or --ship: figures/reference_diversity.csv (notebook 05)
+
+scores the shipped ToyFaces editors, with and without the mode-seeking term, on held-out codes.
 """
 from __future__ import annotations
 
+import argparse
+import csv
 import itertools
+import sys
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..attributes import CELEBA_ATTRIBUTES, attribute_index
-from .edit_rates import reference_edit_rates
+from .edit_rates import edit_rates
 from .metrics import attribute_decisions
 
-__all__ = ["diversity_sets", "pairwise_mean", "reference_diversity"]
+__all__ = ["DIVERSITY_CSV", "CODES_SEED", "CODES_N", "N_SOURCES", "K_REFERENCES", "diversity_sets", "pairwise_mean",
+           "reference_diversity", "diversity_rows", "summarize", "read_rows", "main"]
+
+DIVERSITY_CSV = "reference_diversity.csv"
+#: Notebook 05's held-out faces, and the set sizes: S sources, each edited with the same K references.
+CODES_SEED, CODES_N = 60_000, 300
+N_SOURCES, K_REFERENCES = 16, 8
 
 
 def _render(G, w: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -70,11 +85,11 @@ def reference_diversity(editor, sources: torch.Tensor, references: torch.Tensor,
 
     ``editor``: a reference editor ``editor(src, ref) -> edited W+`` with a ``decoder`` (as
     :class:`stytr.models.edit_transformer.EditTransformer`). ``distance``: images -> (B,) distances;
-    default the ToyFaces perceptual distance of ``predictor``. Returns ``image_diversity``,
-    ``code_diversity``, the references' own ``reference_image_diversity`` and
-    ``reference_code_diversity``, per-source arrays ``per_source_image`` / ``per_source_code``,
-    the flip/keep rates of all S*K pairs (``flip_rate``, ``keep_rate``, ``keep_rate_all``), and
-    ``edited`` (S, K, n_latent, dim), the edited codes."""
+    default the ToyFaces perceptual distance of ``predictor``. The flip target of a pair is the
+    predictor's decision on its reference. Returns the means over sources ``image_diversity``,
+    ``code_diversity``, ``flip_rate``, ``keep_rate``, ``keep_rate_all``; the references' own
+    ``reference_image_diversity`` and ``reference_code_diversity``; the per-source values
+    ``per_source`` ({name: (S,) array} for those five); and ``edited`` (S, K, n_latent, dim)."""
     if distance is None:
         from ..toy import PredictorFeatureDistance
 
@@ -87,12 +102,91 @@ def reference_diversity(editor, sources: torch.Tensor, references: torch.Tensor,
     images = _render(G, edited)
     images = images.view(s, k, *images.shape[1:])
     codes = edited.view(s, k, *edited.shape[1:])
-    per_image = torch.stack([pairwise_mean(images[i], distance) for i in range(s)])
-    per_code = torch.stack([pairwise_mean(codes[i], _code_distance) for i in range(s)])
-    rates = reference_edit_rates(editor, src, ref, attribute, predictor)
-    return {"image_diversity": per_image.mean().item(), "code_diversity": per_code.mean().item(),
-            "reference_image_diversity": pairwise_mean(_render(G, references), distance).item(),
-            "reference_code_diversity": pairwise_mean(references, _code_distance).item(),
-            "per_source_image": per_image.numpy(), "per_source_code": per_code.numpy(),
-            "flip_rate": rates["flip_rate"], "keep_rate": rates["keep_rate"], "keep_rate_all": rates["keep_rate_all"],
-            "pairs": rates["pairs_considered"], "edited": codes}
+    src_images, ref_images = _render(G, sources), _render(G, references)
+    idx = attribute_index(attribute, CELEBA_ATTRIBUTES)
+    want = attribute_decisions(predictor, ref_images, [idx])[:, 0]
+    per: dict[str, list[float]] = {n: [] for n in ("image_diversity", "code_diversity", "flip_rate", "keep_rate",
+                                                   "keep_rate_all")}
+    for i in range(s):
+        rates = edit_rates(predictor, src_images[i:i + 1].expand(k, -1, -1, -1), images[i], attribute, want)
+        per["image_diversity"].append(pairwise_mean(images[i], distance).item())
+        per["code_diversity"].append(pairwise_mean(codes[i], _code_distance).item())
+        for name in ("flip_rate", "keep_rate", "keep_rate_all"):
+            per[name].append(rates[name])
+    out = {name: float(np.mean(v)) for name, v in per.items()}
+    out.update(reference_image_diversity=pairwise_mean(ref_images, distance).item(),
+               reference_code_diversity=pairwise_mean(references, _code_distance).item(),
+               per_source={name: np.asarray(v) for name, v in per.items()}, edited=codes)
+    return out
+
+
+def diversity_rows(editors: dict, codes: torch.Tensor, predictor, n_sources: int = N_SOURCES,
+                   k: int = K_REFERENCES, distance: Callable | None = None) -> list[dict]:
+    """One row per (editor label, attribute, source) of :func:`reference_diversity`'s per-source values,
+    with the references' own diversity: ``editors`` is ``{label: {attribute: editor}}``; the sources and
+    references of an attribute are the same for every label (the first ones the predictor qualifies)."""
+    rows = []
+    for label, per_attribute in editors.items():
+        for attribute, editor in per_attribute.items():
+            src, ref = diversity_sets(editor.decoder, codes, attribute, predictor, n_sources, k)
+            r = reference_diversity(editor, src, ref, attribute, predictor, distance)
+            for i in range(n_sources):
+                rows.append({"editor": label, "attribute": attribute, "source": i, "k": k,
+                             **{c: float(r["per_source"][c][i]) for c in r["per_source"]},
+                             "reference_image_diversity": r["reference_image_diversity"],
+                             "reference_code_diversity": r["reference_code_diversity"]})
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Means over sources of :func:`diversity_rows`' rows, one per (editor, attribute) in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["editor"], r["attribute"]), []).append(r)
+    numeric = [c for c in rows[0] if c not in ("editor", "attribute", "source", "k")]
+    return [{"editor": e, "attribute": a, "n_sources": len(g), "k": g[0]["k"],
+             **{c: float(np.mean([r[c] for r in g])) for c in numeric}} for (e, a), g in groups.items()]
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: v if k in ("editor", "attribute") else int(v) if k in ("source", "k") else float(v)
+                 for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def main(argv=None) -> None:
+    from ..checkpoints import REPO_ROOT
+    from ..inference import labelled_codes
+    from ..toy import load_attribute_predictor
+    from ..toy.encoder import load_encoder
+    from ..toy.reference_editor import EDITOR_ATTRIBUTES, MODE_SEEKING, load_reference_editor
+
+    parser = argparse.ArgumentParser(prog="python -m stytr.eval.diversity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="", help=f"folder for {DIVERSITY_CSV}")
+    parser.add_argument("--ship", action="store_true", help="write it into figures/ (what notebook 05 reads)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if not args.out and not args.ship:
+        print("diversity: error: give --out DIR (or --ship)", file=sys.stderr)
+        raise SystemExit(2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    codes, _, _ = labelled_codes("toy", load_encoder(), n=CODES_N, seed=CODES_SEED)
+    editors = {label: {a: load_reference_editor(a, variant=variant) for a in EDITOR_ATTRIBUTES}
+               for label, variant in (("published loss", ""), ("mode-seeking", MODE_SEEKING))}
+    rows = diversity_rows(editors, codes, load_attribute_predictor())
+    folder = REPO_ROOT / "figures" if args.ship else Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / DIVERSITY_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for r in summarize(rows):
+        print(f"{r['editor']:15s} {r['attribute']:8s} image diversity {r['image_diversity']:.4f} "
+              f"code diversity {r['code_diversity']:.3f} flip {r['flip_rate']:.3f} keep {r['keep_rate']:.3f}")
+    print("written:", folder / DIVERSITY_CSV)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 
 EDITOR_ATTRIBUTES = ("Bangs", "Smiling", "Male")
+#: The editors trained with the optional mode-seeking term (issue 18) ship beside the published-loss ones.
+MODE_SEEKING = "mode_seeking"
 
 
-def editor_file(attribute: str) -> str:
-    return f"toyfaces_reference_editor_{attribute.lower()}.safetensors"
+def editor_file(attribute: str, variant: str = "") -> str:
+    """``toyfaces_reference_editor_<attribute>[_<variant>].safetensors``; ``variant`` is "" or :data:`MODE_SEEKING`."""
+    if variant not in ("", MODE_SEEKING):
+        raise ValueError(f"unknown reference-editor variant {variant!r}; choose '' or {MODE_SEEKING!r}")
+    return f"toyfaces_reference_editor_{attribute.lower()}{'_' + variant if variant else ''}.safetensors"
 
 
 def export_reference_editor(model, path, attribute: str, metadata: dict | None = None):
@@ -24,16 +29,17 @@ def export_reference_editor(model, path, attribute: str, metadata: dict | None =
     return save_weights(model.encoder.state_dict(), path, metadata=meta)
 
 
-def load_reference_editor(attribute: str, path=None, device="cpu"):
-    """The shipped toy editor for ``attribute`` (``data/toyfaces_reference_editor_<attribute>.safetensors``),
-    with the shipped toy generator and latent classifier, in eval mode."""
+def load_reference_editor(attribute: str, path=None, device="cpu", variant: str = ""):
+    """The shipped toy editor for ``attribute`` (``data/toyfaces_reference_editor_<attribute>.safetensors``;
+    ``variant=MODE_SEEKING``: the one trained with the mode-seeking term), with the shipped toy generator and
+    latent classifier, in eval mode."""
     from ..checkpoints import CheckpointError, data_path, load_state_strict, load_weights
     from ..config import EditTransformerConfig
     from ..editing.session import load_toy_classifier
     from ..models.edit_transformer import EditTransformer
     from .generator import load_generator
 
-    path = path or data_path(editor_file(attribute))
+    path = path or data_path(editor_file(attribute, variant))
     state, meta = load_weights(path)
     if "edit_config" not in meta:
         raise CheckpointError(f"{path} has no 'edit_config' metadata: not written by export_reference_editor")

@@ -479,12 +479,14 @@ def cmd_train_reference_editor(args, extra):
         print(f"step {result.steps}: no held-out codes to evaluate; checkpoint {result.checkpoint}")
     if getattr(args, "ship", False):
         from ..checkpoints import data_dir
-        from ..toy.reference_editor import editor_file, export_reference_editor
+        from ..toy.reference_editor import MODE_SEEKING, editor_file, export_reference_editor
 
         if args.preset != "toy":
             raise SystemExit("--ship writes the ToyFaces editors into data/; it is for --preset toy")
+        variant = MODE_SEEKING if cfg.mode_seeking > 0 else ""
+        flags = f" --mode_seeking {cfg.mode_seeking:g}" if variant else ""
         path = export_reference_editor(
-            result.model, data_dir() / editor_file(result.attribute), result.attribute,
-            {"steps": result.steps, "metrics": json.dumps(m),
-             "command": f"python -m stytr train-reference-editor --preset toy --attribute {result.attribute} --ship"})
+            result.model, data_dir() / editor_file(result.attribute, variant), result.attribute,
+            {"steps": result.steps, "metrics": json.dumps(m), "mode_seeking": cfg.mode_seeking,
+             "command": f"python -m stytr train-reference-editor --preset toy --attribute {result.attribute}{flags} --ship"})
         print(f"shipped {path}")
