@@ -35,13 +35,15 @@ from ..attributes import CELEBA_ATTRIBUTES, attribute_index
 from .edit_rates import edit_rates
 from .metrics import attribute_decisions
 
-__all__ = ["DIVERSITY_CSV", "CODES_SEED", "CODES_N", "N_SOURCES", "K_REFERENCES", "diversity_sets", "pairwise_mean",
+__all__ = ["DIVERSITY_CSV", "EDITORS", "CODES_SEED", "CODES_N", "N_SOURCES", "K_REFERENCES", "diversity_sets", "pairwise_mean",
            "reference_diversity", "diversity_rows", "summarize", "read_rows", "main"]
 
 DIVERSITY_CSV = "reference_diversity.csv"
 #: Notebook 05's held-out faces, and the set sizes: S sources, each edited with the same K references.
 CODES_SEED, CODES_N = 60_000, 300
 N_SOURCES, K_REFERENCES = 16, 8
+#: The two ToyFaces editor sets compared: label -> registered reference-editor name.
+EDITORS = {"published loss": "toy", "mode-seeking": "toy-mode-seeking"}
 
 
 def _render(G, w: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -155,11 +157,10 @@ def read_rows(path) -> list[dict]:
 
 
 def main(argv=None) -> None:
+    from .. import artifacts
     from ..checkpoints import REPO_ROOT
+    from ..domains import get_domain
     from ..inference import labelled_codes
-    from ..toy import load_attribute_predictor
-    from ..toy.encoder import load_encoder
-    from ..toy.reference_editor import EDITOR_ATTRIBUTES, MODE_SEEKING, load_reference_editor
 
     parser = argparse.ArgumentParser(prog="python -m stytr.eval.diversity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,10 +173,11 @@ def main(argv=None) -> None:
         raise SystemExit(2)
     if args.threads:
         torch.set_num_threads(args.threads)
-    codes, _, _ = labelled_codes("toy", load_encoder(), n=CODES_N, seed=CODES_SEED)
-    editors = {label: {a: load_reference_editor(a, variant=variant) for a in EDITOR_ATTRIBUTES}
-               for label, variant in (("published loss", ""), ("mode-seeking", MODE_SEEKING))}
-    rows = diversity_rows(editors, codes, load_attribute_predictor())
+    domain = get_domain("toyfaces")
+    codes, _, _ = labelled_codes(domain.name, domain.load("encoder"), n=CODES_N, seed=CODES_SEED)
+    editors = {label: {a: artifacts.load("reference_editor", name, attribute=a) for a in domain.reference_editors}
+               for label, name in EDITORS.items()}
+    rows = diversity_rows(editors, codes, domain.load("predictor"))
     folder = REPO_ROOT / "figures" if args.ship else Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / DIVERSITY_CSV, "w", newline="") as f:

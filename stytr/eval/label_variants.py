@@ -143,10 +143,8 @@ def read_comparison(folder) -> tuple[list[dict], dict[str, np.ndarray]]:
 
 def main(argv=None) -> None:
     from ..checkpoints import REPO_ROOT
-    from ..editing.session import load_toy_classifier
+    from ..domains import get_domain
     from ..inference import labelled_codes
-    from ..toy import load_attribute_predictor
-    from ..toy.encoder import load_encoder
 
     parser = argparse.ArgumentParser(prog="python -m stytr.eval.label_variants", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,10 +157,12 @@ def main(argv=None) -> None:
         raise SystemExit(2)
     if args.threads:
         torch.set_num_threads(args.threads)
-    encoder = load_encoder()
-    wplus, _, _ = labelled_codes("toy", encoder, n=CODES_N, seed=CODES_SEED)
+    domain = get_domain("toyfaces")
+    encoder = domain.load("encoder")
+    wplus, _, _ = labelled_codes(domain.name, encoder, n=CODES_N, seed=CODES_SEED)
     cfg = EditingConfig.preset("toy")
-    rows, matrices = compare_variants(encoder.decoder, wplus, load_toy_classifier(), load_attribute_predictor(), cfg=cfg)
+    rows, matrices = compare_variants(encoder.decoder, wplus, domain.load("classifier"), domain.load("predictor"),
+                                      cfg=cfg)
     paths = write_comparison(rows, matrices, cfg.attributes, REPO_ROOT / "figures" if args.ship else args.out)
     for r in rows:
         print(f"{r['variant']:24s} {r['attribute']:11s} flip {r['flip_rate']:.3f} keep {r['keep_rate']:.3f} "

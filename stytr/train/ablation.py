@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, data_path, load, load_weights
+from .. import artifacts
+from ..checkpoints import CheckpointError, load, load_weights
 from ..config import InversionTrainConfig
 
 # Method name (the paper's row) -> model overrides.
@@ -52,8 +53,9 @@ def method_slug(name: str) -> str:
     return {"pSp": "psp", "w/o self": "wo_self", "full": "full"}[name]
 
 
-def shipped_encoder_file(name: str) -> str:
-    return f"toyfaces_ablation_{method_slug(name)}.safetensors"
+def shipped_encoder(name: str) -> str:
+    """The registered artefact name of a method's shipped ToyFaces encoder."""
+    return {"pSp": "toy-psp", "w/o self": "toy-wo-self", "full": "toy-full"}[name]
 
 
 def method_config(base: InversionTrainConfig, name: str) -> InversionTrainConfig:
@@ -62,8 +64,6 @@ def method_config(base: InversionTrainConfig, name: str) -> InversionTrainConfig
 
 def train_ablation(base: InversionTrainConfig, ship: bool = False) -> dict:
     """Train (or resume) the three encoders; returns {method: model}."""
-    from ..checkpoints import data_dir
-    from ..toy.encoder import export_encoder
     from .inversion import InversionTrainer
 
     models = {}
@@ -72,18 +72,16 @@ def train_ablation(base: InversionTrainConfig, ship: bool = False) -> dict:
         trainer.resume()
         trainer.fit()
         model = trainer.model.eval()
-        export_encoder(model, Path(trainer.cfg.out) / "encoder.safetensors", {"steps": trainer.step})
+        artifacts.export("encoder", model, Path(trainer.cfg.out) / "encoder.safetensors", {"steps": trainer.step})
         if ship:
-            export_encoder(model, data_dir() / shipped_encoder_file(name),
-                           {"steps": trainer.step, "command": "python -m stytr ablation --preset toy --ship"})
+            art = artifacts.find("encoder", shipped_encoder(name))
+            artifacts.export("encoder", model, art.path, {"steps": trainer.step, "command": art.command})
         models[name] = model
     return models
 
 
 def load_shipped_ablation() -> dict:
-    from ..toy.encoder import load_encoder
-
-    return {name: load_encoder(data_path(shipped_encoder_file(name))) for name in METHODS}
+    return {name: artifacts.load("encoder", shipped_encoder(name)) for name in METHODS}
 
 
 @torch.no_grad()
@@ -116,8 +114,6 @@ def held_out_images() -> torch.Tensor:
 def load_run(run_dir) -> tuple[dict, int, int]:
     """``({method: encoder}, seed, steps)`` of a finished ``ablation`` run folder (``<method>/encoder.safetensors``
     and ``<method>/last.pt`` for the seed); every method must have trained with the same seed and steps."""
-    from ..toy.encoder import load_encoder
-
     run_dir = Path(run_dir)
     models, seeds, steps = {}, set(), set()
     for name in METHODS:
@@ -125,7 +121,7 @@ def load_run(run_dir) -> tuple[dict, int, int]:
         encoder = folder / "encoder.safetensors"
         if not encoder.is_file():
             raise CheckpointError(f"{encoder} not found: is {run_dir} a finished `python -m stytr ablation` run?")
-        models[name] = load_encoder(encoder)
+        models[name] = artifacts.load("encoder", str(encoder))
         steps.add(int(load_weights(encoder)[1].get("steps", -1)))
         seeds.add(int(load(folder / "last.pt")["train_config"]["seed"]))
     if len(seeds) != 1 or len(steps) != 1:
@@ -142,13 +138,14 @@ def evaluate_seeds(run_dirs=(), shipped_seed: int | None = None, images: torch.T
                    predictor=None) -> list[dict]:
     """One row per (seed, method) on :func:`held_out_images`: the shipped encoders as ``shipped_seed``
     (when given) and every finished run folder in ``run_dirs``. Seeds must not repeat."""
-    from ..toy import load_attribute_predictor
-
     images = held_out_images() if images is None else images
-    predictor = load_attribute_predictor() if predictor is None else predictor
+    from ..domains import get_domain
+
+    # The domain's judge knows which attributes ToyFaces models: agreement is scored on those.
+    predictor = get_domain("toyfaces").load("predictor") if predictor is None else predictor
     runs = []
     if shipped_seed is not None:
-        steps = {int(load_weights(data_path(shipped_encoder_file(m)))[1]["steps"]) for m in METHODS}
+        steps = {int(load_weights(artifacts.find("encoder", shipped_encoder(m)).path)[1]["steps"]) for m in METHODS}
         if len(steps) != 1:
             raise CheckpointError(f"the shipped ablation encoders differ in steps: {sorted(steps)}")
         runs.append((load_shipped_ablation(), int(shipped_seed), steps.pop()))
