@@ -84,6 +84,11 @@ ARTIFACTS: tuple[Artifact, ...] = (
     *(Artifact("toy", "reference_editor", f"toyfaces_reference_editor_{a.lower()}.safetensors",
                f"python -m stytr train-reference-editor --preset toy --attribute {a} --ship", variant=a,
                requires=_TOY_DEPS) for a in ("Bangs", "Smiling", "Male")),
+    # Trained with the optional mode-seeking term (issue 18); the published-loss editors above stay the default.
+    *(Artifact("toy-mode-seeking", "reference_editor", f"toyfaces_reference_editor_{a.lower()}_mode_seeking.safetensors",
+               f"python -m stytr train-reference-editor --preset toy --attribute {a} --mode_seeking 1 --ship "
+               f"(codes: `python -m stytr train-latent-classifier --preset toy --n 8000`)",
+               variant=a, requires=_TOY_DEPS) for a in ("Bangs", "Smiling", "Male")),
     Artifact("ffhq", "generator", "stylegan2-ffhq-config-f.pt", shipped=False,
              source="rosinality/stylegan2-pytorch (converted from NVIDIA's FFHQ config-f)"),
     Artifact("ffhq", "encoder", "style_transformer_ffhq.pt", shipped=False,

@@ -215,6 +215,28 @@ def _ablation(args, cfg):
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 
 
+@command("ablation-seeds", "score several seeds' ablation runs on one held-out set: Table 1 with intervals",
+         ship=True, flags=[
+             flag("--runs", nargs="*", default=[], help="finished `ablation` run folders (one per seed)"),
+             flag("--shipped-seed", dest="shipped_seed", type=int, default=None,
+                  help="also score the shipped toy-psp/-wo-self/-full encoders as this seed (they are seed 0)"),
+             flag("--out", default="", help="folder for table1_toyfaces_seeds.csv (and the learning curves)")])
+def _ablation_seeds(args, cfg):
+    from .checkpoints import REPO_ROOT
+    from .train.ablation import CURVES_CSV, SEEDS_CSV, evaluate_seeds, run_curves, seed_report, write_table
+
+    if not args.ship and not args.out:
+        raise ValueError("give --out DIR (or --ship to write figures/)")
+    rows = evaluate_seeds(args.runs, shipped_seed=args.shipped_seed)
+    curves = [row for run in args.runs for row in run_curves(run)]
+    folder = REPO_ROOT / "figures" if args.ship else Path(args.out)
+    write_table(rows, folder / SEEDS_CSV)
+    if curves:
+        write_table(curves, folder / CURVES_CSV)
+    print(seed_report(rows))
+    print(f"per-seed metrics -> {folder / SEEDS_CSV}" + (f"; learning curves -> {folder / CURVES_CSV}" if curves else ""))
+
+
 @command("train-latent-classifier", "invert labelled images, then train the W+ attribute classifier",
          LatentClassifierTrainConfig, ship=True, resumes=True, flags=[
              flag("--encoder", default=None, help="inversion model spec (default: the domain's)"),

@@ -401,7 +401,8 @@ class EditingConfig(Config):
         """The default strength of an editing method (a :class:`stytr.editing.Method` or its value:
         ``label-1``, ``label-2``, ``label-hvp``, ``interfacegan``, ``stylespace``), optionally for an
         attribute."""
-        key = str(method).replace("-", "_").removesuffix("_conditional")
+        # Algorithm 2 as released (LabelEditor order AS_RELEASED, "label-2-released") steps by Algorithm 2's alpha.
+        key = str(method).replace("-", "_").removesuffix("_conditional").removesuffix("_released")
         if key not in ("label_1", "label_2", "label_hvp", "interfacegan", "stylespace"):
             raise ValueError(f"no default strength for method {method!r}")
         return float(getattr(self, key)) * float(self.attribute_scale.get(attribute, 1.0))
@@ -596,6 +597,7 @@ class ReferenceEditTrainConfig(Config):
     l2: float = 1.0                   # source vs edited W+
     ref: float = 1.0                  # edited attribute's embedding, edited vs reference
     src: float = 1.0                  # other attributes' embeddings, edited vs source
+    mode_seeking: float = 0.0         # weight of the mode-seeking term (stytr.losses.mode_seeking_loss); 0 = off, as published
     lr: float = 1e-3
     weight_decay: float = 5e-4        # Adam's (coupled) L2 decay, as published
     batch: int = 8                    # split into batch/2 sources and batch/2 references

@@ -108,6 +108,22 @@ def w_norm_loss(w_plus: torch.Tensor, latent_avg: torch.Tensor | None) -> torch.
     return w_plus.norm(2, dim=-1).mean()
 
 
+def mode_seeking_loss(edit_a: torch.Tensor, edit_b: torch.Tensor, ref_a: torch.Tensor, ref_b: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking term after Mao et al. (MSGAN, CVPR 2019), for reference editing.
+
+    One source edited with two references: per sample the ratio ``mean|edit_a - edit_b| /
+    mean|ref_a - ref_b|`` (L1 means over all other axes); the loss is the batch mean of
+    ``1 / (ratio + eps)``. Minimising it makes different references give different edits,
+    in proportion to how different the references are. The references carry no gradient."""
+    if edit_a.shape != edit_b.shape or ref_a.shape != ref_b.shape or edit_a.shape[0] != ref_a.shape[0]:
+        raise ValueError(f"mode-seeking needs two edits and two references of one batch, got "
+                         f"{tuple(edit_a.shape)}, {tuple(edit_b.shape)}, {tuple(ref_a.shape)}, {tuple(ref_b.shape)}")
+    edits = (edit_a - edit_b).abs().flatten(1).mean(1)
+    refs = (ref_a - ref_b).detach().abs().flatten(1).mean(1)
+    return (1.0 / (edits / refs.clamp_min(eps) + eps)).mean()
+
+
 class InversionLoss(nn.Module):
     """Weighted sum of the configured terms; returns (total, {name: value})."""
 
