@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +20,9 @@ from typing import Any, Mapping
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")     # mkstemp's names below
 
 
 def _tempfile_beside(path: Path) -> str:
@@ -62,10 +66,11 @@ def _write_atomic(path: str | os.PathLike, write) -> Path:
     return path
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, names) -> list[Path]:
-    """Delete the temporary files that killed atomic writes of ``names`` left in ``folder``."""
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete what killed atomic writes left in ``folder``: files named like :func:`_tempfile_beside`'s
+    (``.<name>.<8 random characters>.tmp``)."""
     folder = Path(folder)
-    stale = [p for name in names for p in folder.glob(f".{name}.*.tmp")] if folder.is_dir() else []
+    stale = [p for p in folder.glob(".*.tmp") if _TEMPORARY.fullmatch(p.name)] if folder.is_dir() else []
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

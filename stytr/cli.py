@@ -8,7 +8,6 @@ with one line on stderr and exit status 2 (``STYTR_DEBUG=1`` shows the traceback
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -24,11 +23,13 @@ from .config import (Config, HighFidelityTrainConfig, InversionTrainConfig, Late
 from .domains import domain_for_preset, get_domain
 from .editing import Method
 from .fidelity import Fidelity
+from .models.stylegan2 import convert_nvidia_pickle
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
-# What a user can get wrong: these become one-line errors with exit status 2.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError, ImportError, OSError)
+# What a user can get wrong: these become one-line errors with exit status 2 (FloatingPointError: a
+# training run diverged, stopped by stytr.train.loop with its last good checkpoint kept).
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError, ImportError, OSError, FloatingPointError)
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Command:
     config: type[Config] | None = None      # its fields become flags, after --preset
     flags: list[tuple[tuple, dict]] = field(default_factory=list)
     ship: bool = False                      # --ship writes the result into data/
-    resumes: bool = False                   # --restart ignores out/last.pt
+    resumes: bool = False                   # --restart ignores out/last.pt; --allow-changed-config
 
 
 COMMANDS: dict[str, Command] = {}
@@ -107,6 +108,8 @@ def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser
             p.add_argument("--ship", action="store_true", help="also write the result into data/ (and figures/)")
         if cmd.resumes:
             p.add_argument("--restart", action="store_true", help="ignore out/last.pt and start afresh")
+            p.add_argument("--allow-changed-config", action="store_true",
+                           help="resume out/last.pt although the config differs (the new values apply)")
         for names, kwargs in cmd.flags:
             p.add_argument(*names, **kwargs)
         if base is not None:
@@ -164,20 +167,23 @@ def output_folder(path: str) -> Path:
 
 # -- commands ----------------------------------------------------------------------------------
 
-@command("train-toy-predictor", "train the ToyFaces attribute predictor", ToyPredictorConfig, ship=True)
+@command("train-toy-predictor", "train the ToyFaces attribute predictor", ToyPredictorConfig, ship=True,
+         resumes=True)
 def _train_toy_predictor(args, cfg):
     from .train.toy_predictor import train_toy_predictor
 
-    report = train_toy_predictor(cfg, ship=args.ship)
+    report = train_toy_predictor(cfg, ship=args.ship, resume=not args.restart,
+                                 allow_changed_config=args.allow_changed_config)
     for name, acc in report["val_accuracy"].items():
         print(f"{name:22s} {acc:.4f}")
 
 
-@command("train-toy-generator", "distil the ToyFaces renderer into a small StyleGAN2", ToyDistillConfig, ship=True)
+@command("train-toy-generator", "distil the ToyFaces renderer into a small StyleGAN2", ToyDistillConfig, ship=True,
+         resumes=True)
 def _train_toy_generator(args, cfg):
     from .train.toy_generator import train_toy_generator
 
-    train_toy_generator(cfg, ship=args.ship)
+    train_toy_generator(cfg, ship=args.ship, resume=not args.restart, allow_changed_config=args.allow_changed_config)
 
 
 @command("train-inversion", "train an inversion encoder (Style Transformer, w/o self, pSp, e4e)",
@@ -185,19 +191,11 @@ def _train_toy_generator(args, cfg):
 def _train_inversion(args, cfg):
     from .train.inversion import train_inversion
 
-    if args.ship and not cfg.figures:
-        cfg = cfg.override({"figures": "figures"})
-    trainer = train_inversion(cfg, resume=not args.restart)
+    trainer = train_inversion(cfg, resume=not args.restart, ship=args.ship,
+                              allow_changed_config=args.allow_changed_config)
     if trainer.dist.is_main and trainer.history:
         last = trainer.history[-1]
         print(f"step {last['step']}: held-out MSE {last['val_l2']:.4f}; checkpoints in {cfg.out}")
-    if args.ship and trainer.dist.is_main:
-        art = artifacts.find("encoder", args.preset)
-        if art is None:
-            raise ValueError(f"--ship writes a registered encoder into data/; preset {args.preset!r} has none")
-        best = artifacts.load("encoder", Path(cfg.out) / "best.pt")
-        path = artifacts.export("encoder", best, art.path, {"steps": trainer.step, "command": art.command})
-        print(f"shipped the best held-out model to {path}")
 
 
 @command("ablation", "Table 1 on ToyFaces: train and compare pSp, w/o self and the full model",
@@ -218,8 +216,30 @@ def _ablation(args, cfg):
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 
 
+@command("ablation-seeds", "score several seeds' ablation runs on one held-out set: Table 1 with intervals",
+         ship=True, flags=[
+             flag("--runs", nargs="*", default=[], help="finished `ablation` run folders (one per seed)"),
+             flag("--shipped-seed", dest="shipped_seed", type=int, default=None,
+                  help="also score the shipped toy-psp/-wo-self/-full encoders as this seed (they are seed 0)"),
+             flag("--out", default="", help="folder for table1_toyfaces_seeds.csv (and the learning curves)")])
+def _ablation_seeds(args, cfg):
+    from .checkpoints import REPO_ROOT
+    from .train.ablation import CURVES_CSV, SEEDS_CSV, evaluate_seeds, run_curves, seed_report, write_table
+
+    if not args.ship and not args.out:
+        raise ValueError("give --out DIR (or --ship to write figures/)")
+    rows = evaluate_seeds(args.runs, shipped_seed=args.shipped_seed)
+    curves = [row for run in args.runs for row in run_curves(run)]
+    folder = REPO_ROOT / "figures" if args.ship else Path(args.out)
+    write_table(rows, folder / SEEDS_CSV)
+    if curves:
+        write_table(curves, folder / CURVES_CSV)
+    print(seed_report(rows))
+    print(f"per-seed metrics -> {folder / SEEDS_CSV}" + (f"; learning curves -> {folder / CURVES_CSV}" if curves else ""))
+
+
 @command("train-latent-classifier", "invert labelled images, then train the W+ attribute classifier",
-         LatentClassifierTrainConfig, ship=True, flags=[
+         LatentClassifierTrainConfig, ship=True, resumes=True, flags=[
              flag("--encoder", default=None, help="inversion model spec (default: the domain's)"),
              flag("--domain", default=None, help="domain whose labelled images to invert (default: the preset's)"),
              flag("--n", type=int, default=20000, help="synthetic domains: faces to render and invert")])
@@ -234,7 +254,8 @@ def _train_latent_classifier(args, cfg):
         raise ValueError(f"--n must be a positive number of faces, got {args.n}")
     wplus, labels, mask = labelled_codes(dom, model, n=args.n)
     codes_path = save_atomic({"latents": wplus, "labels": labels, "mask": mask}, Path(cfg.out) / "codes.pt")
-    result = train_latent_classifier(wplus, labels, mask, cfg, out_dir=cfg.out)
+    result = train_latent_classifier(wplus, labels, mask, cfg, out_dir=cfg.out, resume=not args.restart,
+                                     allow_changed_config=args.allow_changed_config)
     print(f"W+ codes: {codes_path}")
     if args.ship:
         art = artifacts.find("classifier", args.preset)
@@ -250,8 +271,8 @@ def _train_latent_classifier(args, cfg):
 def _train_reference_editor(args, cfg):
     from .train.reference_editing import train_reference_editor
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = train_reference_editor(cfg, resume=not args.restart, device=device)
+    result = train_reference_editor(cfg, ship=args.ship, resume=not args.restart,
+                                    allow_changed_config=args.allow_changed_config)
     m = result.metrics
     if m:
         print(f"step {result.steps} [{result.attribute}]: transfer {m['transfer_rate']:.3f} "
@@ -259,16 +280,8 @@ def _train_reference_editor(args, cfg):
               f"keep {m['keep_rate']:.3f}; checkpoint {result.checkpoint}")
     else:
         print(f"step {result.steps}: no held-out codes to evaluate; checkpoint {result.checkpoint}")
-    if args.ship:
-        art = artifacts.find("reference_editor", args.preset, result.attribute)
-        if art is None:
-            raise ValueError(f"--ship writes a registered editor into data/; there is none for preset "
-                             f"{args.preset!r} and {result.attribute!r}")
-        path = artifacts.export("reference_editor", result.model, art.path, {
-            "attribute": result.attribute, "generator": cfg.model.generator.checkpoint,
-            "classifier": cfg.model.classifier_checkpoint, "steps": result.steps, "metrics": json.dumps(m),
-            "command": art.command})
-        print(f"shipped {path}")
+    if result.shipped:
+        print(f"shipped {result.shipped}")
 
 
 _FIDELITY_FLAGS = [
@@ -386,18 +399,14 @@ def _edit(args, cfg):
 def _train_high_fidelity(args, cfg):
     from .train.high_fidelity import train_high_fidelity
 
-    result = train_high_fidelity(cfg, resume=not args.restart)
+    result = train_high_fidelity(cfg, resume=not args.restart, ship=args.ship,
+                                 allow_changed_config=args.allow_changed_config)
     m = result["metrics"]
     if m:
         print(f"step {result['step']}: held-out MSE {m['mse']:.4f} (W+ {m['mse_wplus']:.4f}), edited pairs "
               f"{m['mse_edited']:.4f}; checkpoints in {cfg.out}")
-    if args.ship:
-        art = artifacts.find("high_fidelity", args.preset)
-        if art is None:
-            raise ValueError(f"--ship writes a registered high-fidelity stage into data/; preset {args.preset!r} has none")
-        path = artifacts.export("high_fidelity", result["best"], art.path, {
-            "encoder": cfg.encoder, "steps": result["step"], "metrics": json.dumps(m), "command": art.command})
-        print(f"shipped the best held-out stage to {path}")
+    if result["shipped"]:
+        print(f"shipped the best held-out stage to {result['shipped']}")
 
 
 @command("high-fidelity-table", "ToyFaces table: W+ vs the high-fidelity stage vs PTI (quality, edits, cost)",
@@ -423,3 +432,11 @@ def _high_fidelity_table(args, cfg):
     for r in table["rows"]:
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
     print("wrote " + ", ".join(map(str, paths)))
+@command("convert-nvidia", "convert a StyleGAN2-ADA network-snapshot-*.pkl into a rosinality-layout .pt "
+         "(the snapshot is read without running its code)", flags=[
+             flag("snapshot", help="NVIDIA StyleGAN2-ADA network-snapshot-*.pkl"),
+             flag("out", help="rosinality-layout checkpoint to write ({'g_ema', 'latent_avg'})")])
+def _convert_nvidia(args, cfg):
+    info = convert_nvidia_pickle(args.snapshot, args.out)
+    print(info)
+    print(f"wrote the rosinality-layout generator to {args.out}")

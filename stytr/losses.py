@@ -1,6 +1,7 @@
-"""Reconstruction losses: L2, LPIPS (AlexNet), ID (IR-SE50), the ToyFaces perceptual term, W-norm.
+"""Training losses: inversion (L2, LPIPS (AlexNet), ID (IR-SE50), the ToyFaces perceptual term,
+W-norm) and reference editing (W+ distance and latent-classifier embedding terms).
 
-Every loss maps (reconstruction, target) images in [-1, 1] to a scalar; ``InversionLoss``
+Every inversion loss maps (reconstruction, target) images in [-1, 1] to a scalar; ``InversionLoss``
 combines them with the weights of a config. Nothing here downloads anything: LPIPS
 needs torchvision's AlexNet weights in the torch hub cache and the ID loss needs
 pSp's ``model_ir_se50.pth``; when a file is missing the error names it and says where it goes.
@@ -107,6 +108,22 @@ def w_norm_loss(w_plus: torch.Tensor, latent_avg: torch.Tensor | None) -> torch.
     return w_plus.norm(2, dim=-1).mean()
 
 
+def mode_seeking_loss(edit_a: torch.Tensor, edit_b: torch.Tensor, ref_a: torch.Tensor, ref_b: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking term after Mao et al. (MSGAN, CVPR 2019), for reference editing.
+
+    One source edited with two references: per sample the ratio ``mean|edit_a - edit_b| /
+    mean|ref_a - ref_b|`` (L1 means over all other axes); the loss is the batch mean of
+    ``1 / (ratio + eps)``. Minimising it makes different references give different edits,
+    in proportion to how different the references are. The references carry no gradient."""
+    if edit_a.shape != edit_b.shape or ref_a.shape != ref_b.shape or edit_a.shape[0] != ref_a.shape[0]:
+        raise ValueError(f"mode-seeking needs two edits and two references of one batch, got "
+                         f"{tuple(edit_a.shape)}, {tuple(edit_b.shape)}, {tuple(ref_a.shape)}, {tuple(ref_b.shape)}")
+    edits = (edit_a - edit_b).abs().flatten(1).mean(1)
+    refs = (ref_a - ref_b).detach().abs().flatten(1).mean(1)
+    return (1.0 / (edits / refs.clamp_min(eps) + eps)).mean()
+
+
 class InversionLoss(nn.Module):
     """Weighted sum of the configured terms; returns (total, {name: value})."""
 
@@ -130,6 +147,25 @@ class InversionLoss(nn.Module):
             terms["w_norm"] = w_norm_loss(w_plus, latent_avg)
         total = sum(self.weights[k] * v for k, v in terms.items())
         return total, {k: v.detach() for k, v in terms.items()}
+
+
+def reference_editing_loss(classifier, src: torch.Tensor, ref: torch.Tensor, edited: torch.Tensor, attr: int,
+                           l2: float = 1.0, ref_weight: float = 1.0, src_weight: float = 1.0
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The published reference-editing loss, with the frozen latent classifier's per-attribute
+    embeddings ``e``: ``l2*MSE(src, edited) + ref_weight*MSE(e_attr(edited), e_attr(ref))
+    + src_weight*MSE(e_others(edited), e_others(src))``, each MSE a mean over all its elements.
+    Returns ``(total, {'l2', 'ref', 'src'})`` (unweighted terms, detached)."""
+    _, emb_edit = classifier(edited)
+    with torch.no_grad():
+        _, emb_ref = classifier(ref)
+        _, emb_src = classifier(src)
+    others = [i for i in range(emb_edit.shape[1]) if i != attr]
+    loss_l2 = F.mse_loss(edited, src)
+    loss_ref = F.mse_loss(emb_edit[:, attr], emb_ref[:, attr])
+    loss_src = F.mse_loss(emb_edit[:, others], emb_src[:, others]) if others else edited.new_zeros(())
+    total = l2 * loss_l2 + ref_weight * loss_ref + src_weight * loss_src
+    return total, {"l2": loss_l2.detach(), "ref": loss_ref.detach(), "src": loss_src.detach()}
 
 
 def domain_perceptual(domain) -> nn.Module:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checkpoints import CheckpointError, load_mapping, load_state_strict
+from ..checkpoints import CheckpointError, build_checked, load_mapping, load_state_strict
 from ..config import InversionConfig
 from .irse import IRSETrunk, load_ir_se50_weights
 from .release import release_config
@@ -193,8 +193,8 @@ class InversionModel(nn.Module):
         ckpt, source = load_mapping(path)
         if ckpt.get("format") == CHECKPOINT_FORMAT:
             cfg = InversionConfig.from_dict(dict(ckpt["config"]))
-            model = build_inversion_model(cfg)
-            load_state_strict(model, ckpt["model"], source)
+            model = build_checked(lambda: build_inversion_model(cfg), ckpt["model"], source)
+            model.load_state_dict(ckpt["model"])
         elif isinstance(ckpt.get("state_dict"), Mapping):
             model = _from_release(ckpt, source)
         else:

@@ -20,6 +20,7 @@ Every batch is a function of (seed, step), so a resumed run continues exactly.
 """
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -33,7 +34,7 @@ from ..losses import domain_perceptual
 from ..models.high_fidelity import HighFidelityModel, HighFidelityStage
 from ..models.inversion import build_inversion_model
 from ..viz import image_grid
-from .loop import Loop
+from .loop import Loop, json_safe
 from .sampling import StepSampler
 
 __all__ = ["HighFidelityTrainer", "ToyPairs", "FolderPairs", "random_warp", "load_encoder", "train_high_fidelity"]
@@ -235,19 +236,33 @@ class HighFidelityTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def train_high_fidelity(cfg: HighFidelityTrainConfig, resume: bool = True, device=None, progress: bool = True,
-                        encoder=None) -> dict:
-    """Train (resuming ``cfg.out/last.pt`` unless ``resume=False``); returns ``{"step", "metrics",
-    "trainer", "loop", "best"}`` where ``best`` is the stage with the lowest held-out loss."""
+def train_high_fidelity(cfg: HighFidelityTrainConfig, resume: bool = True, ship: bool = False,
+                        allow_changed_config: bool = False, device=None, progress: bool = True, encoder=None) -> dict:
+    """Train (resuming ``cfg.out/last.pt`` unless ``resume=False``); ``ship``: also write the best held-out
+    stage as the domain's shipped one. Returns ``{"step", "metrics", "trainer", "loop", "best", "shipped"}``,
+    ``best`` being the stage with the lowest held-out loss and ``shipped`` the file written (or None)."""
+    target = None
+    if ship:
+        domain = get_domain(cfg.domain)
+        target = artifacts.find("high_fidelity", domain.high_fidelity) if domain.high_fidelity else None
+        if target is None or not target.shipped:
+            raise ValueError(f"--ship writes a shipped high-fidelity stage into data/; the {domain.name} domain has "
+                             f"none registered")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     trainer = HighFidelityTrainer(cfg, encoder=encoder, device=device, progress=progress)
     loop = Loop(trainer, cfg.out, cfg.steps, ckpt_every=cfg.ckpt_every, eval_every=cfg.val_every,
                 image_every=cfg.image_every, log_every=cfg.log_every, desc="high-fidelity", progress=progress)
     if resume:
-        loop.resume()
+        loop.resume(allow_changed_config=allow_changed_config)
     loop.run()
     best = HighFidelityStage(cfg.model)
     state = loop.load("best.pt") or loop.load("final.pt")
     best.load_state_dict(state["model"] if state is not None else trainer.stage.state_dict())
     best.encoder_spec = cfg.encoder
-    return {"step": loop.step, "metrics": loop.metrics, "trainer": trainer, "loop": loop, "best": best.eval()}
+    shipped = None
+    if target is not None:
+        shipped = artifacts.export("high_fidelity", best, target.path, {
+            "encoder": cfg.encoder, "steps": loop.step, "metrics": json.dumps(json_safe(loop.metrics)),
+            "command": target.command})
+    return {"step": loop.step, "metrics": loop.metrics, "trainer": trainer, "loop": loop, "best": best.eval(),
+            "shipped": shipped}

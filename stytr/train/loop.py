@@ -33,7 +33,6 @@ from .sampling import rng_state, set_rng_state
 
 __all__ = ["Loop", "NonFiniteError", "ConfigMismatch", "FREE_KEYS", "json_safe", "upgrade", "set_hyperparameters"]
 
-FILES = ("last.pt", "best.pt", "final.pt", "history.json", "metrics.json")
 # Config keys a resumed run may change freely: they set how long and how verbosely it runs, not what it learns.
 FREE_KEYS = frozenset({"steps", "out", "threads", "workers", "log_every", "ckpt_every", "val_every", "eval_every",
                        "image_every", "sample_every", "figures", "compile", "val_batches", "eval_pairs", "epochs",
@@ -122,7 +121,7 @@ class Loop:
         self.n = 0
         self.writer = None
         if is_main and self.out is not None:
-            remove_stale_temporaries(self.out, FILES)
+            remove_stale_temporaries(self.out)
             self.writer = SummaryWriter(str(self.out / "tb"))
 
     # -- checkpoints ----------------------------------------------------------------
