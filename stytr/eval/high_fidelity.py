@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..config import EditingConfig, PTIConfig
 from ..editing import Method, build_editors
@@ -83,8 +84,6 @@ def fidelity_table(domain, n: int = 300, seed: int = 60_000, pti_n: int = 30, pt
     ``pti_n`` of them (it tunes a generator per face). Pieces default to the domain's artefacts.
 
     Returns ``{"rows": [...], "per_image": {row: {"mse": [...]}}, "settings": {...}}``."""
-    from tqdm.auto import tqdm
-
     encoder = encoder if encoder is not None else domain.load("encoder")
     stage = high_fidelity if high_fidelity is not None else domain.load("high_fidelity")
     classifier = classifier if classifier is not None else domain.load("classifier", style_dim=encoder.cfg.style_dim)
@@ -106,17 +105,14 @@ def fidelity_table(domain, n: int = 300, seed: int = 60_000, pti_n: int = 30, pt
         wplus = torch.cat([encoder.encode(images[s:s + 64]) for s in range(0, len(images), 64)])
 
     def hifi_render(model):
-        d, g = [], []
-        for s in range(0, len(images), 64):
-            dd, gg = model.distortion(images[s:s + 64], wplus[s:s + 64])
-            d.append(dd), g.append(gg)
-        d, g = torch.cat(d), torch.cat(g)
+        """Codes of face ``idx`` rendered with that face's distortion (computed once per face)."""
+        parts = [model.distortion(images[s:s + 64], wplus[s:s + 64]) for s in range(0, len(images), 64)]
+        d, g = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return lambda latent, idx: model.render(latent, d[idx], g[idx])
 
     def score(model, x):
-        r = evaluate_reconstruction(model, x, batch=len(x) if model is pti else 32, predictor=predictor, lpips=False,
-                                    attributes=domain.modelled)
-        return r
+        return evaluate_reconstruction(model, x, batch=len(x) if model is pti else 32, predictor=predictor,
+                                       lpips=False, attributes=domain.modelled)
 
     rows, per_image = [], {}
     specs = [("W+ Style Transformer (shipped)", encoder, images, None),
