@@ -55,8 +55,19 @@ def build_datasets(cfg: InversionTrainConfig):
     if cfg.data == "folder":
         from ..data.folders import ImageFolderDataset
 
-        return (ImageFolderDataset(cfg.train_dir, size=size, train=True, flip=cfg.flip),
-                ImageFolderDataset(cfg.val_dir, size=size, train=False))
+        train = ImageFolderDataset(cfg.train_dir, size=size, train=True, flip=cfg.flip)
+        if cfg.val_dir:
+            return train, ImageFolderDataset(cfg.val_dir, size=size, train=False)
+        # No held-out folder: hold n_val images of the training folder out (a seeded split).
+        from torch.utils.data import Subset
+
+        from .latent_classifier import split_indices
+
+        if len(train) < 2:
+            raise ValueError(f"{cfg.train_dir} holds {len(train)} image(s): too few to hold any out (give --val_dir)")
+        keep, held = split_indices(len(train), min(cfg.n_val, len(train) // 2) / len(train), cfg.seed)
+        val = ImageFolderDataset(cfg.train_dir, size=size, train=False)
+        return Subset(train, keep.tolist()), Subset(val, held.tolist())
     raise ValueError(f"unknown data source {cfg.data!r}: use 'toyfaces' or 'folder'")
 
 
