@@ -61,7 +61,7 @@ def build_datasets(cfg: InversionTrainConfig):
         # No held-out folder: hold n_val images of the training folder out (a seeded split).
         from torch.utils.data import Subset
 
-        from .latent_classifier import split_indices
+        from .sampling import split_indices
 
         if len(train) < 2:
             raise ValueError(f"{cfg.train_dir} holds {len(train)} image(s): too few to hold any out (give --val_dir)")

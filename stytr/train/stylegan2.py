@@ -26,6 +26,7 @@ reads their ``g_ema``.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -41,7 +42,6 @@ from ..toy.faces import Z_DIM
 from ..toy.render import render_z
 from ..viz import image_grid
 from .augment import check_policy, diff_augment
-from .common import ema_update, frozen_copy
 from .distributed import DistInfo, all_reduce_mean, cleanup, setup
 from .loop import Loop
 from .sampling import StepSampler, seeded
@@ -117,7 +117,7 @@ class StyleGAN2Trainer:
         self.g = cfg.generator_config().build().to(self.device)
         self.d = Discriminator(cfg.size, channel_multiplier=cfg.channel_multiplier,
                                channel_max=cfg.channel_max).to(self.device)
-        self.g_ema = frozen_copy(self.g)
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
         self.g_optim = lazy_adam(self.g.parameters(), cfg.lr, cfg.betas, cfg.g_reg_every)
         self.d_optim = lazy_adam(self.d.parameters(), cfg.lr, cfg.betas, cfg.d_reg_every)
         self.mean_path_length = torch.zeros((), device=self.device)
@@ -218,8 +218,15 @@ class StyleGAN2Trainer:
             logs.update(path=penalty.detach(), path_length=all_reduce_mean(lengths, self.dist))
         self.d.requires_grad_(True)
 
-        ema_update(self.g_ema, self.g, self.ema_decay(step))
+        self._update_ema(self.ema_decay(step))
         return {k: all_reduce_mean(v.float(), self.dist).item() for k, v in logs.items()}
+
+    @torch.no_grad()
+    def _update_ema(self, decay: float) -> None:
+        for pe, p in zip(self.g_ema.parameters(), self.g.parameters()):
+            pe.lerp_(p, 1 - decay)
+        for be, b in zip(self.g_ema.buffers(), self.g.buffers()):
+            be.copy_(b)
 
     def ema_decay(self, step: int) -> float:
         """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images (NVIDIA's ramp-up
