@@ -253,7 +253,7 @@ class GeneratorTrainConfig(Config):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
         "toy": dict(data="toyfaces", size=64, style_dim=128, n_mlp=4, channel_multiplier=0.125, channel_max=64,
-                    batch=16, steps=1600, r1=0.05, ema_kimg=5.0, ema_rampup=0.05, judge="toy", n_eval=2000,
+                    batch=16, steps=1200, r1=0.05, ema_kimg=5.0, ema_rampup=0.05, judge="toy", n_eval=1000,
                     eval_every=400, image_every=200, ckpt_every=50, log_every=10, threads=1, out="runs/toy_stylegan2"),
         # Seconds on a CPU, for tests.
         "smoke": dict(data="toyfaces", size=32, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=16,
