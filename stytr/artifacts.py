@@ -88,6 +88,12 @@ ARTIFACTS: tuple[Artifact, ...] = (
              source="rosinality/stylegan2-pytorch (converted from NVIDIA's FFHQ config-f)"),
     Artifact("ffhq", "encoder", "style_transformer_ffhq.pt", shipped=False,
              source="sapphire497/style-transformer (the authors' inversion release)"),
+    Artifact("ffhq", "classifier", "latent_classifier_ffhq.pt", shipped=False,
+             source="python -m stytr train-latent-classifier --preset ffhq --domain ffhq --images CELEBA_HQ "
+                    "--attr-file list_attr_celeba.txt (copy out/latent_classifier.pt here)"),
+    *(Artifact("ffhq", "reference_editor", f"reference_editor_ffhq_{a.lower()}.pt", variant=a, shipped=False,
+               source=f"python -m stytr train-reference-editor --preset ffhq --attribute {a} (copy out/final.pt "
+                      f"here)") for a in ("Bangs", "Smiling", "Male")),
 )
 
 

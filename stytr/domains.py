@@ -89,7 +89,10 @@ class Domain:
             options.setdefault("classifier", self.classifier or None)
         if spec in (None, ""):
             raise ValueError(f"domain {self.name!r} registers no {kind}; pass one")
-        return artifacts.load(kind, spec, device, **options)
+        loaded = artifacts.load(kind, spec, device, **options)
+        if kind == "predictor":   # the judge carries what it may score, for stytr.eval
+            loaded.modelled, loaded.entailed = tuple(self.modelled), dict(self.entailed)
+        return loaded
 
     def generator_config(self, device: str | torch.device = "cpu") -> GeneratorConfig:
         """The architecture of the domain's generator, read off its weights, with ``checkpoint`` set
@@ -239,4 +242,5 @@ register_domain(Domain(
     render=lambda n, seed, size: ToyFacesDataset(n, seed=seed, size=size)))
 
 # The published weights are the user's to download (artifacts.ARTIFACTS says from where).
-register_domain(Domain(name="ffhq", preset="ffhq", generator="ffhq", encoder="ffhq"))
+register_domain(Domain(name="ffhq", preset="ffhq", generator="ffhq", encoder="ffhq", classifier="ffhq",
+                       reference_editors={a: "ffhq" for a in ("Bangs", "Smiling", "Male")}))
