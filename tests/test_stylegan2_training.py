@@ -214,3 +214,20 @@ def test_ddp_ranks_share_the_batch_and_stay_in_sync(tmp_path):
         for k in r0[name]:
             assert torch.equal(r0[name][k], r1[name][k]), f"{name}.{k} differs between ranks"
     assert r0["logs"] == r1["logs"] and {"r1", "path"} <= set(r0["logs"])
+
+
+def test_toy_comparison_rows():
+    """The shipped distilled generator agrees with the renderer; a random one does not, and sits
+    further from the renders in the predictor's features."""
+    from stytr.config import GeneratorConfig
+    from stytr.toy.generator import compare_generators
+
+    torch.manual_seed(0)
+    rows = compare_generators({"shipped": artifacts.load("generator", "toy"),
+                               "random": GeneratorConfig.preset("toy", checkpoint="").build().eval()},
+                              artifacts.load("predictor", "toy"), n=64)
+    by = {r["generator"]: r for r in rows}
+    assert list(by) == ["renders", "shipped", "random"]
+    assert by["shipped"]["agreement"] > 0.9 > by["random"]["agreement"]
+    assert by["renders"]["frechet"] < by["shipped"]["frechet"] < by["random"]["frechet"]
+    assert 0 <= by["random"]["rate_gap"] <= 1
