@@ -99,6 +99,8 @@ class Domain:
         to its spec: what a trainer's config needs to build a model around it."""
         g = self.load("generator", device)
         arch = generator_kwargs_from_state(g.state_dict())
+        if getattr(g, "conv_clamp", None) is not None:       # StyleGAN2-ADA imports clamp; rosinality's never do
+            arch["conv_clamp"] = g.conv_clamp
         return GeneratorConfig(**arch, checkpoint=str(self.generator))
 
     def editing_config(self) -> EditingConfig:

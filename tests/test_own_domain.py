@@ -143,3 +143,22 @@ def test_not_json_and_missing_file(tmp_path):
         get_domain(tmp_path / "d.json")
     with pytest.raises(FileNotFoundError, match="domain file not found"):
         get_domain(str(tmp_path / "nope.json"))
+
+
+def test_a_domain_on_a_registered_generator_gets_its_architecture(tmp_path):
+    """``"generator": "toy"`` (our shipped safetensors): --domain puts the toy architecture into the
+    paper's preset, and the flags still win."""
+    from stytr.cli import COMMANDS, _config_from_args, build_parser
+
+    (tmp_path / "pics").mkdir()
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"name": "d", "generator": "toy", "image_dir": "pics", "image_size": 64}))
+    argv = ["train-inversion", "--preset", "ffhq", "--domain", str(path), "--steps", "7"]
+    parser, keys = build_parser(argv)
+    cfg = _config_from_args(COMMANDS["train-inversion"], parser.parse_args(argv), keys["train-inversion"])
+    toy = artifacts.load("generator", "toy")
+    assert (cfg.model.generator.size, cfg.model.generator.style_dim, cfg.model.generator.n_latent) == \
+        (64, 128, toy.n_latent)
+    cfg.model.generator.build().load_state_dict(toy.state_dict())     # strict: raises unless the layout is the same
+    assert cfg.model.input_size == 64 and cfg.train_dir == str(tmp_path / "pics") and cfg.val_dir == ""
+    assert cfg.steps == 7 and cfg.domain == str(path) and cfg.lpips == 0.8     # the preset's recipe, the flags' steps
