@@ -170,7 +170,6 @@ def output_folder(path: str) -> Path:
 
 # -- commands ----------------------------------------------------------------------------------
 
-
 @command("train-toy-predictor", "train the ToyFaces attribute predictor", ToyPredictorConfig, ship=True)
 def _train_toy_predictor(args, cfg):
     from .train.toy_predictor import train_toy_predictor
