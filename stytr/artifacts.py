@@ -32,7 +32,7 @@ from .editing.stylespace import StyleSpace
 from .models.edit_transformer import EditTransformer
 from .models.inversion import InversionModel, build_inversion_model
 from .models.latent_classifier import LatentClassifier
-from .models.stylegan2 import Generator, generator_kwargs_from_state, load_rosinality_generator
+from .models.stylegan2 import Generator, generator_kwargs_from_state, load_nvidia_pickle, load_rosinality_generator
 from .toy.predictor import AttributePredictor
 
 __all__ = ["Artifact", "ARTIFACTS", "KINDS", "load", "resolve", "export", "find", "pretrained_dir"]
@@ -169,9 +169,7 @@ def _generator(path: Path, device, art, options) -> Generator:
                 raise CheckpointError(f"{path}: {err}") from err
         load_state_strict(g, state, str(path))
         g.latent_avg = None
-    elif path.suffix == ".pkl":
-        from .models.nvidia_pickle import load_nvidia_pickle  # optional format, see its module
-
+    elif path.suffix == ".pkl":  # NVIDIA StyleGAN2-ADA snapshot, read without running its code
         g = load_nvidia_pickle(path)
     else:
         g, latent_avg = load_rosinality_generator(path)

@@ -23,6 +23,7 @@ from .config import (Config, GeneratorTrainConfig, InversionTrainConfig, LatentC
                      ReferenceEditTrainConfig, ToyDistillConfig, ToyPredictorConfig)
 from .domains import domain_for_preset, get_domain
 from .editing import Method
+from .models.stylegan2 import convert_nvidia_pickle
 from .train.for_domain import inversion_config, latent_classifier_config
 
 __all__ = ["main", "COMMANDS", "build_parser"]
@@ -381,3 +382,12 @@ def _edit(args, cfg):
     mse = ((session.image - session.reconstruction) ** 2).mean().item()
     print(f"edited ({what}); reconstruction MSE {mse:.4f} -> {out}")
 
+
+@command("convert-nvidia", "convert a StyleGAN2-ADA network-snapshot-*.pkl into a rosinality-layout .pt "
+         "(the snapshot is read without running its code)", flags=[
+             flag("snapshot", help="NVIDIA StyleGAN2-ADA network-snapshot-*.pkl"),
+             flag("out", help="rosinality-layout checkpoint to write ({'g_ema', 'latent_avg'})")])
+def _convert_nvidia(args, cfg):
+    info = convert_nvidia_pickle(args.snapshot, args.out)
+    print(info)
+    print(f"wrote the rosinality-layout generator to {args.out}")

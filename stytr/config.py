@@ -111,6 +111,7 @@ class GeneratorConfig(Config):
     channel_multiplier: float = 2
     channel_max: int = 512
     lr_mlp: float = 0.01
+    conv_clamp: float | None = None  # StyleGAN2-ADA's activation clamp (None: off, as in rosinality's networks)
     # A rosinality checkpoint (``{'g_ema': ...}``) or a safetensors file; "toy" = the shipped ToyFaces generator.
     checkpoint: str = ""
 
@@ -123,7 +124,11 @@ class GeneratorConfig(Config):
         from .models.stylegan2 import Generator
 
         return Generator(self.size, self.style_dim, self.n_mlp, channel_multiplier=self.channel_multiplier,
-                         channel_max=self.channel_max, lr_mlp=self.lr_mlp)
+                         channel_max=self.channel_max, lr_mlp=self.lr_mlp, conv_clamp=self.conv_clamp)
+
+    def __post_init__(self):
+        if self.conv_clamp is not None and not self.conv_clamp > 0:
+            raise ConfigError(f"generator.conv_clamp: {self.conv_clamp!r} is not a positive number or None")
 
     @property
     def n_latent(self) -> int:
