@@ -18,11 +18,12 @@ import torch
 
 from . import artifacts
 from .checkpoints import CheckpointError
-from .config import (Config, InversionTrainConfig, LatentClassifierTrainConfig, ReferenceEditTrainConfig,
-                     ToyDistillConfig, ToyPredictorConfig)
+from .config import (Config, GeneratorTrainConfig, InversionTrainConfig, LatentClassifierTrainConfig,
+                     ReferenceEditTrainConfig, ToyDistillConfig, ToyPredictorConfig)
 from .domains import domain_for_preset, get_domain
 from .editing import Method
 from .models.stylegan2 import convert_nvidia_pickle
+from .train.for_domain import inversion_config, latent_classifier_config
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -40,14 +41,16 @@ class Command:
     flags: list[tuple[tuple, dict]] = field(default_factory=list)
     ship: bool = False                      # --ship writes the result into data/
     resumes: bool = False                   # --restart ignores out/last.pt; --allow-changed-config
+    # With --domain: adapts the preset to the domain (generator, sizes, images) before the flags apply.
+    for_domain: Callable[[Any, Any], Any] | None = None
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help: str, config=None, ship=False, resumes=False, flags=()):
+def command(name: str, help: str, config=None, ship=False, resumes=False, flags=(), for_domain=None):
     def register(fn):
-        COMMANDS[name] = Command(name, help, fn, config, list(flags), ship, resumes)
+        COMMANDS[name] = Command(name, help, fn, config, list(flags), ship, resumes, for_domain)
         return fn
     return register
 
@@ -80,7 +83,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, cfg: Config) -> list[str]
 
 def _config_from_args(cmd: Command, args: argparse.Namespace, keys: list[str]) -> Config:
     overrides = {k: getattr(args, f"cfg:{k}") for k in keys if getattr(args, f"cfg:{k}") is not None}
-    return cmd.config.preset(args.preset).override({k: v for k, v in overrides.items()})
+    cfg = cmd.config.preset(args.preset)
+    domain = overrides.get("domain") or getattr(args, "domain", None)
+    if domain and cmd.for_domain is not None:
+        cfg = cmd.for_domain(cfg, get_domain(domain))
+    return cfg.override({k: v for k, v in overrides.items()})
 
 
 def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
@@ -185,8 +192,33 @@ def _train_toy_generator(args, cfg):
     train_toy_generator(cfg, ship=args.ship, resume=not args.restart, allow_changed_config=args.allow_changed_config)
 
 
-@command("train-inversion", "train an inversion encoder (Style Transformer, w/o self, pSp, e4e)",
-         InversionTrainConfig, ship=True, resumes=True)
+@command("train-generator", "train StyleGAN2 on an image folder (--data DIR --size N) or on ToyFaces renders",
+         GeneratorTrainConfig, resumes=True)
+def _train_generator(args, cfg):
+    from .train.stylegan2 import train_generator
+
+    trainer, loop = train_generator(cfg, resume=not args.restart, allow_changed_config=args.allow_changed_config)
+    if not trainer.dist.is_main:
+        return
+    print(f"step {loop.step}: checkpoints (rosinality layout, g_ema inside) in {cfg.out}; "
+          f"use one as a domain's generator: {Path(cfg.out) / 'final.pt'}")
+    if "frechet" in loop.metrics:
+        print(f"Fréchet distance in the {cfg.judge!r} judge's features: {loop.metrics['frechet']:.3f}")
+    if cfg.data == "toyfaces" and cfg.size == 64:
+        from .toy.generator import compare_generators
+
+        judge = artifacts.load("predictor", cfg.judge or "toy")
+        rows = compare_generators({"trained (g_ema)": trainer.g_ema.eval(),
+                                   "shipped distilled": artifacts.load("generator", "toy")}, judge)
+        print(f"{'generator':20s} {'frechet':>8s} {'rate_gap':>8s} {'agreement':>9s} {'confident':>9s}")
+        for r in rows:
+            print(f"{r['generator']:20s} {r['frechet']:8.3f} {r['rate_gap']:8.3f} {r['agreement']:9.3f} "
+                  f"{r['confident']:9.3f}")
+
+
+@command("train-inversion", "train an inversion encoder (Style Transformer, w/o self, pSp, e4e); "
+         "--domain NAME|FILE trains it for that domain's generator and images",
+         InversionTrainConfig, ship=True, resumes=True, for_domain=inversion_config)
 def _train_inversion(args, cfg):
     from .train.inversion import train_inversion
 
@@ -238,9 +270,10 @@ def _ablation_seeds(args, cfg):
 
 
 @command("train-latent-classifier", "invert labelled images, then train the W+ attribute classifier",
-         LatentClassifierTrainConfig, ship=True, resumes=True, flags=[
+         LatentClassifierTrainConfig, ship=True, resumes=True, for_domain=latent_classifier_config, flags=[
              flag("--encoder", default=None, help="inversion model spec (default: the domain's)"),
-             flag("--domain", default=None, help="domain whose labelled images to invert (default: the preset's)"),
+             flag("--domain", default=None, help="domain whose labelled images to invert: a registered name or a "
+                                                 "domain file (default: the preset's)"),
              flag("--n", type=int, default=20000, help="synthetic domains: faces to render and invert")])
 def _train_latent_classifier(args, cfg):
     from .checkpoints import save_atomic
@@ -254,7 +287,8 @@ def _train_latent_classifier(args, cfg):
     wplus, labels, mask = labelled_codes(dom, model, n=args.n)
     codes_path = save_atomic({"latents": wplus, "labels": labels, "mask": mask}, Path(cfg.out) / "codes.pt")
     result = train_latent_classifier(wplus, labels, mask, cfg, out_dir=cfg.out, resume=not args.restart,
-                                     allow_changed_config=args.allow_changed_config)
+                                     allow_changed_config=args.allow_changed_config,
+                                     attribute_names=list(dom.attributes))
     print(f"W+ codes: {codes_path}")
     if args.ship:
         art = artifacts.find("classifier", args.preset)
@@ -300,7 +334,7 @@ def _invert(args, cfg):
 
 
 @command("edit", "invert a photo and edit an attribute (label, InterFaceGAN, StyleSpace or reference)", flags=[
-    flag("--domain", default="toyfaces", help="domain of the weights (toyfaces, ffhq, or a registered one)"),
+    flag("--domain", default="toyfaces", help="domain of the weights: toyfaces, ffhq, or a domain file (.json)"),
     flag("--checkpoint", default=None, help="inversion model spec (default: the domain's)"),
     flag("--input", required=True, help="the photo to edit"),
     flag("--output", required=True, help="output folder"),
@@ -323,7 +357,7 @@ def _edit(args, cfg):
 
     dom = get_domain(args.domain)
     method = Method.parse(args.method)
-    attributes = args.attribute or ["Smiling"]
+    attributes = args.attribute or ["Smiling" if "Smiling" in dom.modelled else dom.modelled[0]]
     out = output_folder(args.output)
     inputs = [args.input] + ([args.reference] if args.reference else [])
     for p in inputs:
