@@ -6,18 +6,136 @@ paper's full-scale setting) in ``PRESETS``; ``Cls.preset("toy", key=value)``
 builds one, ``cfg.override(["optim.lr=3e-4", "steps=100"])`` applies
 command-line style overrides to nested fields, and ``to_dict``/``from_dict``
 round-trip through checkpoints (plain Python types only, so they load with
-``torch.load(weights_only=True)``).
+``torch.load(weights_only=True)``). Every config checks its own fields when it is made
+(types and ranges, see "Validation" below) and raises
+:class:`ConfigError`, a one-line message naming the key, the bad value and what is allowed.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
+import math
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
-__all__ = ["Config", "GeneratorConfig", "TOY_GENERATOR", "FFHQ_GENERATOR", "field", "dataclass"]
+__all__ = ["Config", "ConfigError", "GeneratorConfig", "TOY_GENERATOR", "FFHQ_GENERATOR", "field", "dataclass"]
 
+
+# -- Validation --------------------------------------------------------------------------
+# One place for the range of every field, by field name (a name means the same thing in every
+# config), with the few exceptions per class below. Types come from the annotations.
+
+class ConfigError(ValueError):
+    """A config key or value that is not allowed; the message (one line) names the key, the value and
+    what is allowed. Errors of the range checks below also carry ``key``, ``value`` and ``allowed``."""
+
+    def __init__(self, message: str, key: str = "", value: Any = None, allowed: str = ""):
+        super().__init__(message)
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+def _refuse(key: str, value: Any, allowed: str, owner: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is not allowed ({owner}): expected {allowed}", key, value, allowed)
+
+
+def _nested(err: ConfigError, section: str, owner: str) -> ConfigError:
+    """The same error, keyed from an enclosing config (``model.generator.size``)."""
+    return _refuse(f"{section}.{err.key}", err.value, err.allowed, owner) if err.key else err
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return _is_number(v) and math.isfinite(v)
+
+
+_POSITIVE_INT = (lambda v: _is_int(v) and v > 0, "a positive integer")
+_NON_NEGATIVE_INT = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+_POSITIVE = (lambda v: _finite(v) and v > 0, "a finite number > 0")
+_NON_NEGATIVE = (lambda v: _finite(v) and v >= 0, "a finite number >= 0")
+_FINITE = (_finite, "a finite number")
+_FRACTION = (lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)")
+_PROBABILITY = (lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]")
+_POSITIVE_INTS = (lambda v: all(_is_int(x) and x > 0 for x in v), "a tuple of positive integers")
+_NON_EMPTY = (lambda v: bool(v.strip()), "a non-empty path")
+
+
+def _choice(noun: str, *names):
+    return (lambda v: v in names, f"a known {noun}: one of {', '.join(map(repr, names))}")
+
+
+_RULES: dict[str, tuple] = {
+    **dict.fromkeys(("steps", "batch", "epochs", "n_train", "n_val", "ckpt_every", "log_every", "size", "style_dim",
+                     "n_mlp", "channel_max", "input_size", "input_nc", "heads", "dim_feedforward", "n_blocks",
+                     "embed_dim", "n_attr", "classifier_embed_dim", "n_latent"), _POSITIVE_INT),
+    # Intervals with 0 = "only at the end" (evaluation) or "never" (images); counts with 0 = "none" or "all".
+    **dict.fromkeys(("val_every", "eval_every", "image_every", "sample_every", "max_steps", "patience",
+                     "val_batches", "eval_pairs", "threads", "workers", "seed", "lr_decay_start",
+                     "perceptual_start", "adv_start", "n_queries", "head_dim", "output_size", "coarse_ind",
+                     "middle_ind"), _NON_NEGATIVE_INT),
+    **dict.fromkeys(("lr", "lr_mlp", "channel_multiplier", "backbone_width", "lr_mapping_mult"), _POSITIVE),
+    **dict.fromkeys(("weight_decay", "l2", "lpips", "id", "perceptual", "w_norm", "ref", "src", "w_l1",
+                     "w_perceptual", "w_adv", "r1_gamma", "min_delta", "negative_slope", "lr_final_mult"),
+                    _NON_NEGATIVE),
+    **dict.fromkeys(("label_1", "label_2", "label_hvp", "interfacegan", "stylespace"), _FINITE),
+    **dict.fromkeys(("val_fraction", "dropout", "ema_decay"), _FRACTION),
+    **dict.fromkeys(("hidden", "classifier_hidden", "l1_scales", "backbone_units"), _POSITIVE_INTS),
+    "blur_prob": _PROBABILITY,
+    "betas": (lambda v: len(v) == 2 and all(_finite(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "out": _NON_EMPTY,
+    "optimizer": _choice("optimizer", "ranger", "adam"),
+    "data": _choice("data source", "folder", "toyfaces"),
+    "pair_mode": _choice("pair mode", "random", "opposite"),
+    "kind": _choice("encoder kind", "transformer", "psp", "e4e"),
+    "backbone_layers": _choice("IR-SE depth", 50, 100, 152),
+}
+_CLASS_RULES: dict[tuple[str, str], tuple] = {
+    ("EditTransformerConfig", "n_latent"): (_NON_NEGATIVE_INT[0], "an integer >= 0 (0 = the generator's)"),
+    ("ReferenceEditTrainConfig", "batch"): (lambda v: _is_int(v) and v >= 2 and v % 2 == 0,
+                                            "an even integer >= 2 (it splits into sources and references)"),
+    ("LatentClassifierTrainConfig", "hidden"): (lambda v: len(v) > 0 and _POSITIVE_INTS[0](v),
+                                                "a non-empty tuple of positive integers"),
+}
+_TYPES = {int: (_is_int, "an integer"), float: (_is_number, "a number"), bool: (lambda v: isinstance(v, bool), "a boolean"),
+          str: (lambda v: isinstance(v, str), "a string"), tuple: (lambda v: isinstance(v, tuple), "a tuple"),
+          dict: (lambda v: isinstance(v, dict), "a dict")}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name) for f in fields(cls)}
+
+
+def _validate(cfg: Config) -> None:
+    owner = type(cfg).__name__
+    for name, ftype in _field_types(type(cfg)).items():
+        value = getattr(cfg, name)
+        if isinstance(ftype, type) and is_dataclass(ftype):
+            if not isinstance(value, ftype):
+                raise _refuse(name, value, f"a {ftype.__name__} (or a dict of its fields)", owner)
+            try:
+                value.validate()
+            except ConfigError as err:
+                raise _nested(err, name, owner) from None
+            continue
+        type_ok, type_name = _TYPES.get(ftype, (lambda v: True, ""))
+        if not type_ok(value):
+            raise _refuse(name, value, type_name, owner)
+        ok, allowed = _CLASS_RULES.get((owner, name)) or _RULES.get(name, (lambda v: True, ""))
+        if not ok(value):
+            raise _refuse(name, value, allowed, owner)
+
+
+# -- The config base class --------------------------------------------------------------
 
 def _parse_value(text: str, current: Any) -> Any:
     if isinstance(current, bool):
@@ -43,10 +161,17 @@ def _parse_value(text: str, current: Any) -> Any:
 class Config:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first field of a wrong type or out of range."""
+        _validate(self)
+
     @classmethod
     def preset(cls, name: str, **overrides):
         if name not in cls.PRESETS:
-            raise ValueError(f"{cls.__name__} has no preset {name!r}; choose one of {sorted(cls.PRESETS)}")
+            raise _refuse("preset", name, f"one of {sorted(cls.PRESETS)}", cls.__name__)
         return cls.from_dict({**cls.PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,7 +188,10 @@ class Config:
         for name, value in data.items():
             ftype = hints.get(name)
             if isinstance(ftype, type) and is_dataclass(ftype) and isinstance(value, dict):
-                value = ftype.from_dict(value)
+                try:
+                    value = ftype.from_dict(value)
+                except ConfigError as err:
+                    raise _nested(err, name, cls.__name__) from None
             elif isinstance(value, list) and isinstance(getattr(cls, name, None), tuple):
                 value = tuple(value)
             kwargs[name] = value
@@ -81,7 +209,12 @@ class Config:
                 node = node[part]
             if parts[-1] not in node:
                 raise KeyError(f"{type(self).__name__} has no field {key!r}")
-            node[parts[-1]] = _parse_value(raw, node[parts[-1]]) if isinstance(raw, str) else raw
+            try:
+                node[parts[-1]] = _parse_value(raw, node[parts[-1]]) if isinstance(raw, str) else raw
+            except (ValueError, SyntaxError, TypeError) as err:
+                kind = type(node[parts[-1]]).__name__
+                why = str(err) if str(err).startswith("expected") else f"{raw!r} is not a valid {kind}"
+                raise ConfigError(f"{key}: {why}") from None
         return type(self).from_dict(data)
 
 
@@ -102,6 +235,7 @@ class GeneratorConfig(Config):
     channel_multiplier: float = 2
     channel_max: int = 512
     lr_mlp: float = 0.01
+    conv_clamp: float | None = None  # StyleGAN2-ADA's activation clamp (None: off, as in rosinality's networks)
     # A rosinality checkpoint (``{'g_ema': ...}``) or a safetensors file; "toy" = the shipped ToyFaces generator.
     checkpoint: str = ""
 
@@ -114,7 +248,11 @@ class GeneratorConfig(Config):
         from .models.stylegan2 import Generator
 
         return Generator(self.size, self.style_dim, self.n_mlp, channel_multiplier=self.channel_multiplier,
-                         channel_max=self.channel_max, lr_mlp=self.lr_mlp)
+                         channel_max=self.channel_max, lr_mlp=self.lr_mlp, conv_clamp=self.conv_clamp)
+
+    def __post_init__(self):
+        if self.conv_clamp is not None and not self.conv_clamp > 0:
+            raise ConfigError(f"generator.conv_clamp: {self.conv_clamp!r} is not a positive number or None")
 
     @property
     def n_latent(self) -> int:
@@ -140,6 +278,7 @@ class ToyPredictorConfig(Config):
     batch: int = 64
     lr: float = 1e-3
     blur_prob: float = 0.5  # blur half the batch so the judge also reads slightly soft generator output
+    ckpt_every: int = 500
     seed: int = 0
     out: str = "runs/toy_predictor"
 
@@ -249,19 +388,22 @@ class EditingConfig(Config):
     stylespace: float = 10.0
     attribute_scale: dict = field(default_factory=dict)
     attributes: tuple = ("Smiling", "Bangs", "Male", "Eyeglasses", "Young")   # the paper's five
+    # Edits refuse |strength| beyond this: ten times the largest default, far past any useful edit.
+    max_strength: float = 30.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
         "toy": dict(label_1=8.0, label_2=8.0, label_hvp=8.0, interfacegan=8.0, stylespace=10.0,
-                    attribute_scale={"Male": 1.5, "Young": 0.75}),
+                    attribute_scale={"Male": 1.5, "Young": 0.75}, max_strength=120.0),
     }
 
-    def strength(self, editor: str, attribute: str | None = None) -> float:
-        """The strength for an editor by its ``name`` (``label-1``, ``label-2``, ``label-hvp``,
-        ``interfacegan``, ``interfacegan-conditional``, ``stylespace``) and, optionally, attribute."""
-        key = editor.replace("-", "_").removesuffix("_conditional")
+    def strength(self, method, attribute: str | None = None) -> float:
+        """The default strength of an editing method (a :class:`stytr.editing.Method` or its value:
+        ``label-1``, ``label-2``, ``label-hvp``, ``interfacegan``, ``stylespace``), optionally for an
+        attribute."""
+        key = str(method).replace("-", "_").removesuffix("_conditional")
         if key not in ("label_1", "label_2", "label_hvp", "interfacegan", "stylespace"):
-            raise ValueError(f"no default strength for editor {editor!r}")
+            raise ValueError(f"no default strength for method {method!r}")
         return float(getattr(self, key)) * float(self.attribute_scale.get(attribute, 1.0))
 
 
@@ -381,6 +523,7 @@ class InversionTrainConfig(Config):
     """
 
     model: InversionConfig = field(default_factory=InversionConfig)
+    domain: str = "ffhq"              # stytr.domains name: its judge gives the perceptual term
     data: str = "folder"              # "folder" (aligned FFHQ / CelebA-HQ) or "toyfaces"
     train_dir: str = "data/ffhq"
     val_dir: str = "data/celeba_hq_test"
@@ -409,16 +552,19 @@ class InversionTrainConfig(Config):
     seed: int = 0
     threads: int = 0                  # torch CPU threads; 0 = leave as is
     out: str = "runs/inversion"
-    figures: str = ""                 # when set, loss curves and a reconstruction grid are saved there at the end
+    # Loss curves and a reconstruction grid at the end: "" = none; "{out}" stands for ``out`` (nothing is
+    # written outside it unless asked, e.g. by --ship, which puts them into the repository's figures/).
+    figures: str = ""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
-        "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), data="toyfaces", optimizer="ranger", lr=5e-4,
+        "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), domain="toyfaces", data="toyfaces", optimizer="ranger", lr=5e-4,
                     batch=16, steps=3000, lpips=0.0, id=0.0, perceptual=0.1, val_every=250, ckpt_every=250,
-                    image_every=250, log_every=25, out="runs/toy_inversion", figures="figures"),
+                    image_every=250, log_every=25, out="runs/toy_inversion", figures="{out}/figures"),
         # A random generator and a one-unit-per-stage trunk: seconds on a CPU, for tests.
         "smoke": dict(model=dict(InversionConfig.PRESETS["toy"], backbone_units=(1, 1, 1, 1),
-                                 generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint="")), data="toyfaces",
+                                 generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint="")), domain="toyfaces",
+                      data="toyfaces",
                       n_train=32, n_val=8, batch=4, steps=4, lpips=0.0, id=0.0, perceptual=0.0, val_every=2,
                       ckpt_every=2, image_every=2, log_every=1, out="runs/smoke_inversion"),
     }

@@ -1,6 +1,7 @@
-"""Reconstruction losses: L2, LPIPS (AlexNet), ID (IR-SE50), the ToyFaces perceptual term, W-norm.
+"""Training losses: inversion (L2, LPIPS (AlexNet), ID (IR-SE50), the ToyFaces perceptual term,
+W-norm) and reference editing (W+ distance and latent-classifier embedding terms).
 
-Every loss maps (reconstruction, target) images in [-1, 1] to a scalar; ``InversionLoss``
+Every inversion loss maps (reconstruction, target) images in [-1, 1] to a scalar; ``InversionLoss``
 combines them with the weights of a config. Nothing here downloads anything: LPIPS
 needs torchvision's AlexNet weights in the torch hub cache and the ID loss needs
 pSp's ``model_ir_se50.pth``; when a file is missing the error names it and says where it goes.
@@ -12,6 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .toy.predictor import PredictorFeatureDistance
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 IR_SE50_FILE = "pretrained_models/model_ir_se50.pth"
@@ -88,11 +91,11 @@ class PredictorPerceptualLoss(nn.Module):
     """The ToyFaces stand-in for LPIPS: distance between the frozen attribute predictor's
     normalised feature maps (see :class:`stytr.toy.PredictorFeatureDistance`)."""
 
-    def __init__(self, predictor=None):
+    def __init__(self, predictor):
         super().__init__()
-        from .toy import PredictorFeatureDistance, load_attribute_predictor
-
-        self.distance = PredictorFeatureDistance(predictor if predictor is not None else load_attribute_predictor())
+        if predictor is None:
+            raise ValueError("the perceptual term needs the domain's image-space judge (Domain.load('predictor'))")
+        self.distance = PredictorFeatureDistance(predictor)
 
     def forward(self, x, y):
         return self.distance(x, y).mean()
@@ -128,3 +131,22 @@ class InversionLoss(nn.Module):
             terms["w_norm"] = w_norm_loss(w_plus, latent_avg)
         total = sum(self.weights[k] * v for k, v in terms.items())
         return total, {k: v.detach() for k, v in terms.items()}
+
+
+def reference_editing_loss(classifier, src: torch.Tensor, ref: torch.Tensor, edited: torch.Tensor, attr: int,
+                           l2: float = 1.0, ref_weight: float = 1.0, src_weight: float = 1.0
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The published reference-editing loss, with the frozen latent classifier's per-attribute
+    embeddings ``e``: ``l2*MSE(src, edited) + ref_weight*MSE(e_attr(edited), e_attr(ref))
+    + src_weight*MSE(e_others(edited), e_others(src))``, each MSE a mean over all its elements.
+    Returns ``(total, {'l2', 'ref', 'src'})`` (unweighted terms, detached)."""
+    _, emb_edit = classifier(edited)
+    with torch.no_grad():
+        _, emb_ref = classifier(ref)
+        _, emb_src = classifier(src)
+    others = [i for i in range(emb_edit.shape[1]) if i != attr]
+    loss_l2 = F.mse_loss(edited, src)
+    loss_ref = F.mse_loss(emb_edit[:, attr], emb_ref[:, attr])
+    loss_src = F.mse_loss(emb_edit[:, others], emb_src[:, others]) if others else edited.new_zeros(())
+    total = l2 * loss_l2 + ref_weight * loss_ref + src_weight * loss_src
+    return total, {"l2": loss_l2.detach(), "ref": loss_ref.detach(), "src": loss_src.detach()}

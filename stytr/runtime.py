@@ -1,4 +1,4 @@
-"""Process-wide execution settings: the memory allocator, the fast or reference model path, torch.compile.
+"""Process-wide execution settings: the memory allocator and the fast or reference model path.
 
 **Allocator.** glibc serves every block above its mmap threshold (at most 32 MB) with a fresh
 ``mmap`` and gives it back with ``munmap`` on free, so each 128 MB activation of a 1024 px
@@ -16,9 +16,6 @@ encoders and the CPU ops (weight modulation, fused in-place epilogues, channels_
 polyphase filtering); ``STYTR_PATH=reference`` runs the straightforward reference code, which
 the fast path is tested against. :func:`use_path` switches it inside a process (tests,
 benchmarks). GPU tensors always take the reference model code and the CUDA ops.
-
-**Compilation.** :func:`maybe_compile` wraps a module in ``torch.compile`` with the settings a
-whole StyleGAN2 needs (one graph per input shape; see its docstring).
 """
 from __future__ import annotations
 
@@ -28,10 +25,8 @@ import ctypes.util
 import os
 import platform
 
-import torch
-
 __all__ = ["tune_allocator", "allocator_state", "fast_path_enabled", "set_path", "use_path", "current_path",
-           "maybe_compile", "PATHS"]
+           "PATHS"]
 
 # mallopt parameter numbers (glibc's malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
@@ -117,22 +112,3 @@ def use_path(name: str):
         yield
     finally:
         set_path(previous)
-
-
-# -- torch.compile -------------------------------------------------------------------------------
-
-def maybe_compile(module: torch.nn.Module, enabled: bool = True, **kwargs):
-    """``torch.compile(module)`` when ``enabled``, else ``module`` itself (parameters stay shared).
-
-    A StyleGAN2 synthesis calls the same layer classes at 17 shapes; dynamo traces the whole
-    forward into one graph (the ops announce their backend before tracing, never inside it),
-    so the recompile limit only counts distinct input shapes. It is raised so that a notebook
-    that renders at several batch sizes keeps compiling instead of falling back to eager.
-    """
-    if not enabled:
-        return module
-    from . import ops
-
-    ops.announce_backends(next(module.parameters()).device)
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    return torch.compile(module, dynamic=False, **kwargs)

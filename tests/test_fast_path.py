@@ -15,7 +15,7 @@ import torch
 from stytr import runtime
 from stytr.config import InversionConfig
 from stytr.models.attention import MultiHeadAttention, TransformerBlock
-from stytr.models.style_transformer import build_inversion_model
+from stytr.models.inversion import build_inversion_model
 from stytr.models.stylegan2 import Generator
 from stytr.runtime import use_path
 
@@ -174,3 +174,14 @@ def test_path_switch_and_allocator_setting():
     bad = subprocess.run([sys.executable, "-c", "import stytr"], env={**os.environ, "STYTR_PATH": "quick"},
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "STYTR_PATH" in bad.stderr
+
+
+def test_conv_clamp_of_stylegan2_ada_layouts_is_honoured():
+    g = randomised(Generator(32, style_dim=16, n_mlp=2, channel_max=16, conv_clamp=0.5)).eval()
+    w = torch.randn(2, g.n_latent, 16)
+    with torch.no_grad():
+        ref, fast = both_paths(lambda: g([w], input_is_latent=True, randomize_noise=False)[0])
+        plain = Generator(32, style_dim=16, n_mlp=2, channel_max=16)
+        plain.load_state_dict(g.state_dict())
+        unclamped = plain([w], input_is_latent=True, randomize_noise=False)[0]
+    assert close(fast, ref) and not close(unclamped, ref)

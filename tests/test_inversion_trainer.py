@@ -7,9 +7,11 @@ import torch
 import torch.multiprocessing as mp
 
 from stytr.config import InversionTrainConfig
-from stytr.models.style_transformer import InversionModel
+from stytr.models.inversion import InversionModel
 from stytr.train.distributed import DistInfo
 from stytr.train.inversion import InversionTrainer
+
+from resume_check import assert_same_state, die_at, without_times
 
 
 def smoke(tmp_path, **kw):
@@ -17,10 +19,7 @@ def smoke(tmp_path, **kw):
 
 
 def run_steps(trainer, n):
-    losses = []
-    for _ in range(n):
-        losses.append(trainer.train_step(trainer.batch_for_step(trainer.step))["loss"])
-    return losses
+    return [trainer.loop.advance()["loss"] for _ in range(n)]
 
 
 def test_resume_reproduces_uninterrupted_losses(tmp_path):
@@ -29,7 +28,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
 
     first = InversionTrainer(cfg.override({"out": str(tmp_path / "b")}))
     part = run_steps(first, 3)
-    first.save("last.pt")
+    first.loop.save("last.pt")
     run_steps(first, 2)          # work after the checkpoint is lost when the process dies
     del first
 
@@ -59,6 +58,25 @@ def test_fit_writes_checkpoints_that_load(tmp_path):
     # fit() resumes rather than repeating finished work.
     again = InversionTrainer(cfg)
     assert again.resume() and again.step == 4
+
+
+def test_fit_killed_and_resumed_equals_one_run(tmp_path):
+    """A fit killed during step 5 (last.pt from step 3; flips on; the run crosses an epoch) and
+    resumed ends with the uninterrupted run's weights, optimiser state and history, bit for bit."""
+    cfg = smoke(tmp_path, steps=6, n_train=16, batch=4, val_every=2, ckpt_every=3)
+    whole = InversionTrainer(cfg.override({"out": str(tmp_path / "a")}))
+    whole.fit()
+    killed = InversionTrainer(cfg.override({"out": str(tmp_path / "b")}))
+    die_at(killed, 4)
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    del killed
+    torch.manual_seed(99)                    # another process: a different global RNG state
+    resumed = InversionTrainer(cfg.override({"out": str(tmp_path / "b")}))
+    assert resumed.resume() and resumed.step == 3
+    resumed.fit()
+    assert_same_state(whole.state_dict(), resumed.state_dict())
+    assert without_times(whole.history) == without_times(resumed.history)
 
 
 def test_trainable_sets(tmp_path):
@@ -119,3 +137,35 @@ def test_bad_config_errors(tmp_path):
         InversionTrainer(smoke(tmp_path, data="imagenet"))
     with pytest.raises(FileNotFoundError):
         InversionTrainer(smoke(tmp_path, data="folder", train_dir=str(tmp_path / "nope")))
+
+
+def test_resume_with_another_config_says_what_differs(tmp_path):
+    from stytr.train.loop import ConfigMismatch
+
+    cfg = smoke(tmp_path, steps=2)
+    InversionTrainer(cfg).fit()
+    changed = InversionTrainer(cfg.override({"lr": 1e-3, "model.dropout": 0.0, "steps": 4}))
+    with pytest.raises(ConfigMismatch, match=r"lr 0\.0001 -> 0\.001; model\.dropout 0\.1 -> 0\.0\).*"
+                                             r"allow_changed_config=True \(--allow-changed-config\)"):
+        changed.resume()
+    assert changed.resume(allow_changed_config=True) and changed.step == 2
+    assert {g["lr"] for g in changed.optimizer.param_groups} == {1e-3}       # the new lr really applies
+    changed.fit()
+    assert changed.step == 4
+
+
+def test_toy_run_writes_nothing_outside_out(tmp_path):
+    """The toy preset's figures go under --out; the repository's figures/ is left alone without --ship.
+    Stale temporary files of the run's own checkpoints are removed when it starts."""
+    from stytr.__main__ import main
+    from stytr.checkpoints import REPO_ROOT
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".last.pt.x1y2z3w4.tmp").write_bytes(b"killed mid-write")
+    before = {p.name: p.read_bytes() for p in (REPO_ROOT / "figures").iterdir() if p.is_file()}
+    main(["train-inversion", "--preset", "toy", "--out", str(out), "--steps", "1", "--batch", "2", "--n_train", "4",
+          "--n_val", "2", "--val_every", "1", "--ckpt_every", "1", "--image_every", "1"])
+    assert {p.name: p.read_bytes() for p in (REPO_ROOT / "figures").iterdir() if p.is_file()} == before
+    assert (out / "figures" / "toyfaces_transformer_reconstructions.png").is_file()
+    assert not (out / ".last.pt.x1y2z3w4.tmp").exists() and (out / "last.pt").is_file()

@@ -9,7 +9,10 @@ from stytr.attributes import (CELEBA_ATTRIBUTES, UnknownAttributeError, attribut
 from stytr.checkpoints import CheckpointError
 from stytr.config import LatentClassifierTrainConfig
 from stytr.models.latent_classifier import LatentClassifier
-from stytr.train.latent_classifier import masked_bce, prepare_labels, train_latent_classifier
+from stytr.attributes import prepare_labels
+from stytr.train.latent_classifier import LatentClassifierTrainer, masked_bce, train_latent_classifier
+
+from resume_check import assert_same_state, die_at, without_times
 
 torch.set_num_threads(1)
 
@@ -125,14 +128,13 @@ def _synthetic(n=600, seed=0):
 
 def _cfg(**kw):
     base = dict(n_latent=N_LAT, style_dim=DIM, hidden=(64, 32), embed_dim=8, lr=3e-3, weight_decay=0.0, batch=64,
-                epochs=15, patience=5, val_fraction=0.2, out="")
+                epochs=15, patience=5, val_fraction=0.2)
     return LatentClassifierTrainConfig.from_dict({**LatentClassifierTrainConfig.preset("toy").to_dict(), **base, **kw})
 
 
 def test_trainer_learns_separable_data(tmp_path):
     w, labels, mask = _synthetic()
-    res = train_latent_classifier(w, labels * 2 - 1, mask, _cfg(), out_dir=tmp_path, log_dir=tmp_path / "tb",
-                                  progress=False, device="cpu")
+    res = train_latent_classifier(w, labels * 2 - 1, mask, _cfg(), out_dir=tmp_path, progress=False, device="cpu")
     assert set(res.accuracy) == {CELEBA_ATTRIBUTES[i] for i in MODELLED}   # masked attributes are not scored
     assert res.mean_accuracy > 0.9, res.accuracy
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
@@ -151,8 +153,8 @@ def test_masked_labels_do_not_matter():
     other = labels.clone()
     other[:, ~mask] = 1 - other[:, ~mask]
     cfg = _cfg(epochs=2, patience=0)
-    a = train_latent_classifier(w, labels, mask, cfg, progress=False, device="cpu").model
-    b = train_latent_classifier(w, other, mask, cfg, progress=False, device="cpu").model
+    a = train_latent_classifier(w, labels, mask, cfg, out_dir="", progress=False, device="cpu").model
+    b = train_latent_classifier(w, other, mask, cfg, out_dir="", progress=False, device="cpu").model
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(va, vb, msg=k)
     # Per-sample masks and NaN labels count as unknown too.
@@ -165,12 +167,35 @@ def test_masked_labels_do_not_matter():
 def test_early_stopping_triggers():
     w, labels, mask = _synthetic(n=200)
     # No later epoch can improve the held-out loss by 10 nats, so training stops after 1 + patience epochs.
-    res = train_latent_classifier(w, labels, mask, _cfg(epochs=50, patience=2, min_delta=10.0), progress=False,
-                                  device="cpu")
+    res = train_latent_classifier(w, labels, mask, _cfg(epochs=50, patience=2, min_delta=10.0), out_dir="",
+                                  progress=False, device="cpu")
     assert res.stopped_early and res.epochs_run == 3 and res.best_epoch == 0
     # A cap on optimiser steps ends training as well.
-    res = train_latent_classifier(w, labels, mask, _cfg(epochs=50, max_steps=4), progress=False, device="cpu")
+    res = train_latent_classifier(w, labels, mask, _cfg(epochs=50, max_steps=4), out_dir="", progress=False,
+                                  device="cpu")
     assert res.steps == 4 and not res.stopped_early
+
+
+def test_killed_and_resumed_equals_one_run(tmp_path):
+    """Killed in epoch 3 (last.pt from the end of epoch 2; 480 training codes, batch 64: 8 steps an
+    epoch, the last one smaller), resumed: the same weights, optimiser state and history."""
+    w, labels, mask = _synthetic()
+    cfg = _cfg(epochs=4, patience=0)
+    whole = LatentClassifierTrainer(w, labels, mask, cfg, out=tmp_path / "a", device="cpu", progress=False)
+    whole.loop.run()
+    killed = LatentClassifierTrainer(w, labels, mask, cfg, out=tmp_path / "b", device="cpu", progress=False)
+    die_at(killed, 19)
+    with pytest.raises(KeyboardInterrupt):
+        killed.loop.run()
+    torch.manual_seed(3)
+    resumed = LatentClassifierTrainer(w, labels, mask, cfg, out=tmp_path / "b", device="cpu", progress=False)
+    assert resumed.loop.resume() and resumed.loop.step == 16
+    resumed.loop.run()
+    assert_same_state(whole.state_dict(), resumed.state_dict())
+    assert without_times(whole.loop.history) == without_times(resumed.loop.history)
+    # The training function resumes too: a finished run is not repeated.
+    res = train_latent_classifier(w, labels, mask, cfg, out_dir=tmp_path / "b", progress=False, device="cpu")
+    assert res.steps == 32 and res.epochs_run == 4
 
 
 def test_config_presets():

@@ -1,7 +1,6 @@
 """Reference-editing trainer: loss, frozen parts, exact resume, export, evaluation, errors."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -10,10 +9,14 @@ from torch import nn
 
 from stytr.attributes import UnknownAttributeError
 from stytr.config import ReferenceEditTrainConfig
+from stytr import artifacts
+from stytr.cli import main
 from stytr.models.edit_transformer import EditTransformer
-from stytr.train.reference_editing import (ReferenceEditTrainer, cmd_train_reference_editor,
-                                           build_model, evaluate_reference_editor, load_codes,
-                                           train_reference_editor)
+from stytr.data.codes import load_codes
+from stytr.eval.edit_rates import evaluate_reference_editor
+from stytr.train.reference_editing import ReferenceEditTrainer, build_model, train_reference_editor
+
+from resume_check import assert_same_state, die_at, without_times
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:model.classifier_checkpoint is empty")
@@ -42,7 +45,7 @@ def balanced_model(cfg, data):
 
 
 def run_steps(trainer, n):
-    return [trainer.train_step(*trainer.pairs_for_step(trainer.step))["loss"] for _ in range(n)]
+    return [trainer.loop.advance()["loss"] for _ in range(n)]
 
 
 def _mean(values):
@@ -65,7 +68,8 @@ def test_trainable_set_is_the_encoder_only(tmp_path):
 
     cfg = smoke(tmp_path, image_every=1, eval_every=0)
     torch.manual_seed(5)
-    gen_file = save_weights(cfg.model.generator.build().state_dict(), tmp_path / "g.safetensors", half=False)
+    gen_file = save_weights(cfg.model.generator.build().state_dict(), tmp_path / "g.safetensors", half=False,
+                            metadata={"generator_config": json.dumps(cfg.model.generator.to_dict())})
     cfg = cfg.override({"model.generator.checkpoint": str(gen_file)})
     trainer = ReferenceEditTrainer(cfg, codes=codes())
     model = trainer.model
@@ -80,7 +84,7 @@ def test_trainable_set_is_the_encoder_only(tmp_path):
     assert not model.classifier.training and not model.decoder.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
     assert any(not torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder.items())
-    grid = trainer.sample_grid()          # (source, reference, edited) rows from the loaded generator
+    grid = trainer.sample()               # (source, reference, edited) rows from the loaded generator
     assert grid is not None and grid.shape[0] == 3
 
 
@@ -90,7 +94,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
 
     first = ReferenceEditTrainer(smoke(tmp_path, "b"), codes=data)
     part = run_steps(first, 7)
-    first.save("last.pt")
+    first.loop.save("last.pt")
     run_steps(first, 2)                    # lost when the process dies
     del first
 
@@ -99,6 +103,25 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
     assert resumed.resume()
     assert resumed.step == 7
     assert part + run_steps(resumed, 5) == pytest.approx(full, rel=1e-6, abs=1e-7)
+
+
+def test_fit_killed_and_resumed_equals_one_run(tmp_path):
+    data = codes(80)                       # 72 training codes, batch 8: 9 steps an epoch
+    cfg = smoke(tmp_path, "a", steps=12, batch=8, eval_every=4, ckpt_every=5, pair_mode="opposite")
+    model = balanced_model(cfg, data)
+    whole = ReferenceEditTrainer(cfg, codes=data, model=model)
+    whole.fit()
+    b = cfg.override({"out": str(tmp_path / "b")})
+    killed = ReferenceEditTrainer(b, codes=data, model=balanced_model(b, data))
+    die_at(killed, 8)                      # last.pt is from step 5
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    torch.manual_seed(7)
+    resumed = ReferenceEditTrainer(b, codes=data, model=balanced_model(b, data))
+    assert resumed.resume() and resumed.step == 5
+    resumed.fit()
+    assert_same_state(whole.state_dict(), resumed.state_dict())
+    assert without_times(whole.loop.history) == without_times(resumed.loop.history)
 
 
 def test_fit_exports_a_checkpoint_that_loads(tmp_path):
@@ -124,7 +147,7 @@ def test_opposite_pairs_disagree_on_the_attribute(tmp_path):
     trainer = ReferenceEditTrainer(cfg, codes=codes(64), model=balanced_model(cfg, codes(64)))
     assert trainer.decision.any() and (~trainer.decision).any()
     for step in range(5):
-        src, ref = trainer.pairs_for_step(step)
+        src, ref = trainer.batch_for_step(step)
         assert len(src) == len(ref) == 4
         assert (trainer.decision[src] != trainer.decision[ref]).all()
         assert set(ref.tolist()) <= set(trainer.train_idx.tolist())
@@ -183,26 +206,20 @@ def test_codes_file_formats_and_shape_check(tmp_path):
         load_codes(tmp_path / "c.pt", 18, 512)
 
 
-def test_cli_function(tmp_path, capsys):
+def test_cli_command(tmp_path, capsys):
     from stytr.checkpoints import save_atomic
 
     save_atomic({"latents": codes()}, tmp_path / "latents.pt")
-    args = argparse.Namespace(preset="smoke", restart=False, threads=None)
-    cmd_train_reference_editor(args, ["--codes", str(tmp_path / "latents.pt"), "--out", str(tmp_path / "cli"),
-                                      "--attribute", "Male", "--steps", "2"])
+    main(["train-reference-editor", "--preset", "smoke", "--codes", str(tmp_path / "latents.pt"),
+          "--out", str(tmp_path / "cli"), "--attribute", "Male", "--steps", "2"])
     assert "[Male]: transfer" in capsys.readouterr().out
     assert (tmp_path / "cli" / "final.pt").exists()
 
 
 def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
-    """--ship writes only the editing block; load_reference_editor reassembles it with the shipped
-    generator and classifier (here smoke-sized stand-ins in a temporary data folder)."""
-    from stytr.checkpoints import save_atomic, save_weights
-    from stytr.checkpoints import CheckpointError
-    from stytr.editing.session import TOY_CLASSIFIER_FILE
-    from stytr.toy.generator import GENERATOR_FILE
-    from stytr.toy.reference_editor import editor_file, load_reference_editor
-    from stytr.train.latent_classifier import export_safetensors
+    """--ship writes only the editing block; artifacts.load reassembles it with the shipped generator and
+    classifier (here smoke-sized stand-ins in a temporary data folder)."""
+    from stytr.checkpoints import CheckpointError, save_atomic, save_weights
 
     data = tmp_path / "data"
     data.mkdir()
@@ -211,22 +228,38 @@ def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
     cfg = smoke(tmp_path, "ship", codes=str(tmp_path / "latents.pt"), attribute="Bangs", steps=2)
     model = build_model(cfg)
     generator = cfg.model.generator.build()
-    save_weights(generator.state_dict(), data / GENERATOR_FILE,
+    save_weights(generator.state_dict(), artifacts.find("generator", "toy").path,
                  metadata={"generator_config": json.dumps(cfg.model.generator.to_dict())})
-    export_safetensors(model.classifier, data / TOY_CLASSIFIER_FILE)
-
-    args = argparse.Namespace(preset="toy", restart=False, threads=None, ship=True)
-    from stytr.train import reference_editing
-    monkeypatch.setattr(reference_editing.ReferenceEditTrainConfig, "preset",
-                        classmethod(lambda cls, name, **kw: cfg))
-    cmd_train_reference_editor(args, [])
+    artifacts.export("classifier", model.classifier, artifacts.find("classifier", "toy").path)
+    cfg = cfg.override({"model.generator.checkpoint": "toy", "model.classifier_checkpoint": "toy"})
+    from stytr.config import ReferenceEditTrainConfig as RC
+    monkeypatch.setattr(RC, "PRESETS", {**RC.PRESETS, "toy": cfg.to_dict()})
+    main(["train-reference-editor", "--preset", "toy", "--ship"])
     assert "shipped" in capsys.readouterr().out
-    path = data / editor_file("Bangs")
+    path = artifacts.find("reference_editor", "toy", "Bangs").path
     assert path.stat().st_size < 2_000_000
     trained = EditTransformer.from_checkpoint(tmp_path / "ship" / "final.pt")
-    loaded = load_reference_editor("bangs")
+    loaded = artifacts.load("reference_editor", "toy", attribute="bangs")
     src, ref = codes(4, seed=1), codes(4, seed=2)
     with torch.no_grad():
         assert torch.allclose(loaded(src, ref), trained(src, ref), atol=5e-3)   # fp16 storage
     with pytest.raises(CheckpointError, match="toyfaces_reference_editor_smiling"):
-        load_reference_editor("Smiling")          # no such shipped file: the error names it
+        artifacts.load("reference_editor", "toy", attribute="Smiling")   # no such file here: the error names it
+    with pytest.raises(ValueError, match="registered shipped reference editor"):
+        train_reference_editor(cfg.override({"attribute": "Young", "out": str(tmp_path / "young")}), ship=True)
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    """A run resumed with an absurd learning rate diverges: it stops naming the step and the loss
+    terms, last.pt and best.pt keep their bytes and history.json stays strict JSON."""
+    from stytr.train.loop import NonFiniteError
+
+    data = codes()
+    cfg = smoke(tmp_path, steps=2)
+    train_reference_editor(cfg, codes=data)
+    out = tmp_path / "run"
+    kept = {name: (out / name).read_bytes() for name in ("last.pt", "best.pt", "final.pt", "history.json")}
+    with pytest.raises(NonFiniteError, match=r"step \d+: loss term\(s\) loss=nan, l2=nan.* went non-finite"):
+        train_reference_editor(cfg.override({"lr": 1e30, "steps": 8}), codes=data, allow_changed_config=True)
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    json.loads((out / "history.json").read_text(), parse_constant=lambda c: pytest.fail(f"history holds {c}"))

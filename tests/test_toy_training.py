@@ -1,14 +1,18 @@
 """ToyFaces trainers (smoke sizes): the predictor and the renderer distillation, including resume."""
 import json
 
+import pytest
 import torch
 
 from stytr.checkpoints import load_weights
 from stytr.config import ToyDistillConfig, ToyPredictorConfig
 from stytr.toy import AttributePredictor
-from stytr.toy.generator import load_generator
-from stytr.train.toy_generator import batch_z, export_from_checkpoint, multiscale_l1, train_toy_generator
-from stytr.train.toy_predictor import random_blur, train_toy_predictor
+from stytr import artifacts
+from stytr.train.toy_generator import (ToyGeneratorTrainer, batch_z, export_from_checkpoint, multiscale_l1,
+                                       train_toy_generator)
+from stytr.train.toy_predictor import ToyPredictorTrainer, one_cycle, random_blur, train_toy_predictor
+
+from resume_check import assert_same_state, die_at, without_times
 
 
 def test_predictor_smoke(tmp_path):
@@ -16,6 +20,34 @@ def test_predictor_smoke(tmp_path):
     assert set(report["val_accuracy"]) >= {"Smiling", "Male", "Eyeglasses"}
     state, _ = load_weights(tmp_path / "toyfaces_attribute_predictor.safetensors")
     AttributePredictor().load_state_dict(state)
+
+
+def test_predictor_killed_and_resumed_equals_one_run(tmp_path):
+    cfg = ToyPredictorConfig.preset("smoke", n_train=32, n_val=16, batch=8, steps=6, ckpt_every=3)
+    whole = ToyPredictorTrainer(cfg.override({"out": str(tmp_path / "a")}))   # 4 steps an epoch
+    whole.loop.run()
+    b = cfg.override({"out": str(tmp_path / "b")})
+    killed = ToyPredictorTrainer(b)
+    die_at(killed, 4)
+    with pytest.raises(KeyboardInterrupt):
+        killed.loop.run()
+    torch.manual_seed(5)
+    resumed = ToyPredictorTrainer(b)
+    assert resumed.loop.resume() and resumed.loop.step == 3
+    resumed.loop.run()
+    assert_same_state(whole.state_dict(), resumed.state_dict())
+    assert without_times(whole.loop.history) == without_times(resumed.loop.history)
+
+
+def test_predictor_schedule_is_torchs_one_cycle():
+    for total in (2, 7, 300):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.Adam([p], lr=1e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total)
+        for step in range(total):
+            assert one_cycle(step, total, 1e-3) == (opt.param_groups[0]["lr"], opt.param_groups[0]["betas"][0])
+            opt.step()
+            sched.step()
 
 
 def test_blur_only_touches_selected_images():
@@ -30,13 +62,13 @@ def test_distillation_resumes_and_exports(tmp_path):
     predictor = AttributePredictor()
     cfg = ToyDistillConfig.preset("smoke", out=str(tmp_path / "a"), steps=4, ckpt_every=2)
     train_toy_generator(cfg, predictor=predictor)
-    straight = load_generator(tmp_path / "a" / "toyfaces_generator.safetensors")
+    straight = artifacts.load("generator", tmp_path / "a" / "toyfaces_generator.safetensors")
 
     # Stop after 2 steps, then run the same command to 4: the result equals the uninterrupted run.
     b = cfg.override({"out": str(tmp_path / "b")})
     train_toy_generator(b.override({"steps": 2}), predictor=predictor)
     report = train_toy_generator(b, predictor=predictor)
-    resumed = load_generator(tmp_path / "b" / "toyfaces_generator.safetensors")
+    resumed = artifacts.load("generator", tmp_path / "b" / "toyfaces_generator.safetensors")
     for (n, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), n
     assert report["steps"] == 4 and (tmp_path / "b" / "samples_000004.png").exists()
@@ -44,7 +76,7 @@ def test_distillation_resumes_and_exports(tmp_path):
     assert json.loads(meta["generator_config"])["size"] == 64
     # An exported checkpoint names the command that reproduces it; one from before the end says which part.
     report = export_from_checkpoint(tmp_path / "b" / "last.pt", tmp_path / "export.safetensors")
-    exported = load_generator(tmp_path / "export.safetensors")
+    exported = artifacts.load("generator", tmp_path / "export.safetensors")
     assert report["steps"] == 4 and torch.equal(exported.conv1.conv.weight, resumed.conv1.conv.weight)
     assert load_weights(tmp_path / "export.safetensors")[1]["command"].endswith("--preset toy --ship")
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
@@ -52,6 +84,35 @@ def test_distillation_resumes_and_exports(tmp_path):
     torch.save(state, tmp_path / "mid.pt")
     export_from_checkpoint(tmp_path / "mid.pt", tmp_path / "mid.safetensors")
     assert load_weights(tmp_path / "mid.safetensors")[1]["command"].startswith("the first 2 of 4 steps of: python")
+
+
+def test_distillation_killed_and_resumed_equals_one_run(tmp_path):
+    predictor = AttributePredictor()
+    cfg = ToyDistillConfig.preset("smoke", steps=4, ckpt_every=2, sample_every=2)
+    whole = ToyGeneratorTrainer(cfg.override({"out": str(tmp_path / "a")}), predictor=predictor)
+    whole.loop.run()
+    b = cfg.override({"out": str(tmp_path / "b")})
+    killed = ToyGeneratorTrainer(b, predictor=predictor)
+    die_at(killed, 3)
+    with pytest.raises(KeyboardInterrupt):
+        killed.loop.run()
+    resumed = ToyGeneratorTrainer(b, predictor=predictor)
+    assert resumed.loop.resume() and resumed.loop.step == 2
+    resumed.loop.run()
+    assert_same_state(whole.state_dict(), resumed.state_dict())
+    assert without_times(whole.loop.history) == without_times(resumed.loop.history)
+
+
+def test_old_distillation_checkpoints_still_export(tmp_path):
+    """A last.pt in the keys written before the shared loop (g, g_ema, opt, config, elapsed)."""
+    cfg = ToyDistillConfig.preset("smoke")
+    g = cfg.generator.build()
+    torch.save({"config": cfg.to_dict(), "step": 3, "g": g.state_dict(), "g_ema": g.state_dict(), "opt": {},
+                "elapsed": 12.0}, tmp_path / "old.pt")
+    report = export_from_checkpoint(tmp_path / "old.pt", tmp_path / "old.safetensors")
+    assert report == {"steps": 3, "wall_s": 12.0}
+    assert torch.allclose(artifacts.load("generator", tmp_path / "old.safetensors").conv1.conv.weight, g.conv1.conv.weight,
+                          rtol=1e-3, atol=1e-3)      # stored as fp16
 
 
 def test_batches_are_a_function_of_step():

@@ -1,4 +1,4 @@
-"""The interactive editor (stytr.widgets.EditorApp), driven programmatically with random toy weights."""
+"""The interactive editor (stytr.apps.editor.EditorApp), driven programmatically with random toy weights."""
 from __future__ import annotations
 
 import datetime
@@ -14,12 +14,14 @@ pytest.importorskip("ipywidgets")
 
 from stytr.checkpoints import load  # noqa: E402
 from stytr.config import EditTransformerConfig, GeneratorConfig, InversionTrainConfig  # noqa: E402
-from stytr.editing.session import EditSession, random_toy_session  # noqa: E402
+from stytr.editing import Method, build_editors  # noqa: E402
+from stytr.editing.session import EditSession  # noqa: E402
+from stytr.toy.baselines import random_toy_session  # noqa: E402
 from stytr.models.edit_transformer import EditTransformer  # noqa: E402
 from stytr.models.latent_classifier import LatentClassifier  # noqa: E402
-from stytr.models.style_transformer import build_inversion_model  # noqa: E402
+from stytr.models.inversion import build_inversion_model  # noqa: E402
 from stytr.toy import render_faces  # noqa: E402
-from stytr.widgets import EditorApp  # noqa: E402
+from stytr.apps.editor import EditorApp  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -94,7 +96,7 @@ def test_method_and_order_switching(app):
         assert app.order.disabled == (method != "ours")
         app.update_now()
         assert app.last_error is None, app.last_error
-        assert app.session.result.method == method
+        assert app.session.result.method == (Method.LABEL_1 if method == "ours" else Method(method))
         previews[method] = app.preview.value
     assert len(set(previews.values())) == 3
     app.method.value = "stylespace"
@@ -104,14 +106,14 @@ def test_method_and_order_switching(app):
     for order in (2, "hvp"):
         app.order.value = order
         app.update_now()
-        assert app.session.result.order == order and app.last_error is None
+        assert app.session.result.method.order == order and app.last_error is None
 
 
 def test_missing_methods_are_left_out(tmp_path):
     torch.manual_seed(1)
     model = build_inversion_model(InversionTrainConfig.preset("smoke").model).eval()
     clf = LatentClassifier(n_latent=10, style_dim=128, hidden=(64, 32), embed_dim=8)
-    app = EditorApp(EditSession(model, clf), output_dir=str(tmp_path))
+    app = EditorApp(EditSession(model, build_editors(clf)), output_dir=str(tmp_path))
     assert [v for _, v in app.method.options] == ["ours"] and app.method.disabled
     assert "InterFaceGAN" in app.method_note.value and "StyleSpace" in app.method_note.value
     assert app.ref_apply is None
@@ -155,7 +157,7 @@ def test_reference_editing(app, tmp_path):
     assert app.ref_view.value != ref_png
     app.sliders["Smiling"].value = 1.0                      # back to label editing
     app.update_now()
-    assert app.session.result.method == "ours"
+    assert app.session.result.method is Method.LABEL_1
 
 
 def test_reference_editor_without_generator_from_checkpoint(session, tmp_path):
@@ -164,7 +166,7 @@ def test_reference_editor_without_generator_from_checkpoint(session, tmp_path):
                                        classifier_hidden=(32, 16), classifier_embed_dim=4)
     torch.save(EditTransformer(cfg).checkpoint_dict(), tmp_path / "editor.pt")
     loaded = EditTransformer.from_checkpoint(tmp_path / "editor.pt")
-    s = EditSession(session.model, session.classifier, editors={"Young": loaded})
+    s = EditSession(session.model, {m: session.editors[m] for m in session.methods}, {"Young": loaded})
     s.set_image(render_faces(1, seed=1, size=64)[0][0])
     out = s.reference_edit(render_faces(1, seed=2, size=64)[0][0], "young")
     assert out.shape == (3, 64, 64) and s.result.reference["attribute"] == "Young"
@@ -190,3 +192,26 @@ def test_display_and_cache(app, session):
     app.update_now()
     assert session.render_count == n + 1
     assert time.perf_counter() - t0 < 5
+
+
+def test_close_frees_every_widget(session, tmp_path):
+    from stytr.apps.common import widget_tree
+
+    app = EditorApp(session, output_dir=str(tmp_path), debounce_s=5.0)
+    app.sliders["Smiling"].value = 1.0                       # a render is pending ...
+    assert app.pending
+    widgets = widget_tree(app.widget)
+    app.close()                                              # ... and is dropped with the widgets
+    assert not app.pending and all(wid.comm is None for wid in widgets)
+
+
+def test_slider_ranges_follow_the_domain_defaults(session, tmp_path):
+    """ToyFaces' EditingConfig: label and InterFaceGAN 8, StyleSpace 10; Male x1.5, Young x0.75."""
+    app = EditorApp(session, output_dir=str(tmp_path))
+    assert {a: app.sliders[a].max for a in ("Smiling", "Male", "Young")} == {"Smiling": 20.0, "Male": 30.0,
+                                                                             "Young": 15.0}
+    assert app.sliders["Male"].min == -30.0
+    app.close()
+    fixed = EditorApp(session, output_dir=str(tmp_path), max_strength=4.0)
+    assert {s.max for s in fixed.sliders.values()} == {4.0}
+    fixed.close()

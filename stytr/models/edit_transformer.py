@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, load_mapping, load_state_strict, strip_prefix
+from ..checkpoints import CheckpointError, build_checked, load_mapping, load_state_strict, strip_prefix
 from ..config import EditTransformerConfig, GeneratorConfig
 from .attention import TransformerBlock
 
@@ -64,6 +64,10 @@ class EditTransformer(nn.Module):
 
     def _set_classifier(self, classifier: nn.Module) -> None:
         self.classifier = classifier.requires_grad_(False).eval()
+        if all(hasattr(classifier, a) for a in ("n_attr", "hidden", "embed_dim")):
+            # The config describes the classifier actually held, so that a checkpoint rebuilds it.
+            self.cfg = dataclasses.replace(self.cfg, n_attr=classifier.n_attr, classifier_hidden=tuple(classifier.hidden),
+                                           classifier_embed_dim=classifier.embed_dim)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -124,11 +128,13 @@ class EditTransformer(nn.Module):
         if ckpt.get("format") == EDIT_CHECKPOINT_FORMAT:
             cfg = EditTransformerConfig.from_dict(dict(ckpt["config"]))
             state = dict(ckpt["model"])
+            has_generator = any(k.startswith("decoder.") for k in state)
             has_classifier = any(k.startswith("classifier.") for k in state)
             if not has_classifier and classifier_path is None:
                 raise CheckpointError(f"{source} holds no classifier weights; pass classifier_path")
-            model = cls(cfg, build_classifier=has_classifier)
-            load_state_strict(model, state, source)
+            model = build_checked(lambda: cls(cfg, build_generator=has_generator, build_classifier=has_classifier),
+                                  state, source)
+            model.load_state_dict(state)
         elif isinstance(ckpt.get("state_dict"), Mapping):
             model = _from_release(cls, ckpt, source, need_classifier=classifier_path is None)
         else:

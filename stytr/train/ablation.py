@@ -6,8 +6,10 @@ Each method is an :class:`~stytr.train.inversion.InversionTrainer` run of the sa
 config, differing only in ``model.kind`` / ``model.use_self_attn``; runs resume from
 their own ``last.pt``. The trained encoders are evaluated on one held-out set (MSE,
 the toy perceptual distance, SSIM, LPIPS when its weights exist) and the table is
-written in the paper's layout as CSV and PNG. ``--ship`` copies the three encoders
-to ``data/`` so notebook 02 can evaluate them without training.
+written in the paper's layout as CSV and PNG into ``out``. ``--ship`` also writes the
+three encoders as the registered ``toy-psp``/``toy-wo-self``/``toy-full`` artefacts in
+``data/`` (so notebook 02 can evaluate them without training) and the table into the
+repository's ``figures/``.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ from pathlib import Path
 
 import torch
 
+from .. import artifacts
 from ..config import InversionTrainConfig
+from ..eval.metrics import evaluate_reconstruction
+from .inversion import InversionTrainer
 
 # Method name (the paper's row) -> model overrides.
 METHODS = {
@@ -30,8 +35,9 @@ def method_slug(name: str) -> str:
     return {"pSp": "psp", "w/o self": "wo_self", "full": "full"}[name]
 
 
-def shipped_encoder_file(name: str) -> str:
-    return f"toyfaces_ablation_{method_slug(name)}.safetensors"
+def shipped_encoder(name: str) -> str:
+    """The registered artefact name of a method's shipped ToyFaces encoder."""
+    return {"pSp": "toy-psp", "w/o self": "toy-wo-self", "full": "toy-full"}[name]
 
 
 def method_config(base: InversionTrainConfig, name: str) -> InversionTrainConfig:
@@ -40,36 +46,27 @@ def method_config(base: InversionTrainConfig, name: str) -> InversionTrainConfig
 
 def train_ablation(base: InversionTrainConfig, ship: bool = False) -> dict:
     """Train (or resume) the three encoders; returns {method: model}."""
-    from ..checkpoints import data_dir
-    from ..toy.encoder import export_encoder
-    from .inversion import InversionTrainer
-
     models = {}
     for name in METHODS:
         trainer = InversionTrainer(method_config(base, name))
         trainer.resume()
         trainer.fit()
         model = trainer.model.eval()
-        export_encoder(model, Path(trainer.cfg.out) / "encoder.safetensors", {"steps": trainer.step})
+        artifacts.export("encoder", model, Path(trainer.cfg.out) / "encoder.safetensors", {"steps": trainer.step})
         if ship:
-            export_encoder(model, data_dir() / shipped_encoder_file(name),
-                           {"steps": trainer.step, "command": "python -m stytr ablation --preset toy --ship"})
+            art = artifacts.find("encoder", shipped_encoder(name))
+            artifacts.export("encoder", model, art.path, {"steps": trainer.step, "command": art.command})
         models[name] = model
     return models
 
 
 def load_shipped_ablation() -> dict:
-    from ..checkpoints import data_path
-    from ..toy.encoder import load_encoder
-
-    return {name: load_encoder(data_path(shipped_encoder_file(name))) for name in METHODS}
+    return {name: artifacts.load("encoder", shipped_encoder(name)) for name in METHODS}
 
 
 @torch.no_grad()
 def ablation_table(models: dict, images: torch.Tensor, predictor=None, batch: int = 50) -> list[dict]:
     """One row per method: encoder parameters and the held-out reconstruction metrics."""
-    from ..eval.metrics import evaluate_reconstruction
-
     rows = []
     for name, model in models.items():
         metrics = evaluate_reconstruction(model, images, batch=batch, predictor=predictor)

@@ -3,29 +3,32 @@
     python -m stytr train-inversion --preset toy                 # ToyFaces on a CPU
     torchrun --nproc_per_node 2 -m stytr train-inversion --preset ffhq --train_dir ... --val_dir ...
 
-What is resumed from ``out/last.pt``: model, optimiser (incl. Ranger's Lookahead
-buffers), step, best validation loss and every RNG; the data order is a function of
-(seed, epoch), so a resumed run sees exactly the batches the uninterrupted one would.
-``out/best.pt`` holds the model with the lowest held-out loss, ``out/final.pt`` the
-last one; both load with ``StyleTransformer.from_checkpoint``.
+The run goes through :class:`stytr.train.loop.Loop`: ``out/last.pt`` resumes exactly
+(model, optimiser incl. Ranger's Lookahead buffers, step, best held-out loss, every RNG;
+the batch of a step, flips included, is a function of (seed, step)). ``out/best.pt`` holds
+the model with the lowest held-out loss, ``out/final.pt`` the last one; both load with
+``InversionModel.from_checkpoint``. ``--ship`` also writes the best model as the domain's
+shipped encoder and the figures into the repository's ``figures/``.
 """
 from __future__ import annotations
 
-import json
-import math
-import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoints import save_atomic
+from .. import artifacts
+from ..checkpoints import REPO_ROOT, load_state_strict
 from ..config import InversionTrainConfig
+from ..data.folders import ImageFolderDataset
+from ..domains import get_domain
 from ..losses import InversionLoss
-from ..viz import image_grid, interleave
-from .common import resume_latest, rng_state, summary_writer
+from ..models.inversion import InversionModel, build_inversion_model
+from ..toy import ToyFacesDataset
+from ..viz import image_grid, interleave, save_image
 from .distributed import DistInfo, all_reduce_mean, cleanup, setup
+from .loop import Loop, set_hyperparameters
+from .sampling import StepSampler
 
 
 class _ImagesOnly(Dataset):
@@ -43,37 +46,34 @@ class _ImagesOnly(Dataset):
 
 
 def build_datasets(cfg: InversionTrainConfig):
+    """(train, held-out) image sets, unaugmented: the trainer flips per step (a function of the step)."""
     size = cfg.model.input_size
     if cfg.data == "toyfaces":
-        from ..toy import ToyFacesDataset
-
-        train = ToyFacesDataset(cfg.n_train, seed=cfg.seed + 10_000, size=size, flip=cfg.flip)
+        train = ToyFacesDataset(cfg.n_train, seed=cfg.seed + 10_000, size=size)
         val = ToyFacesDataset(cfg.n_val, seed=cfg.seed + 20_000, size=size)
         return _ImagesOnly(train), _ImagesOnly(val)
     if cfg.data == "folder":
-        from ..data.folders import ImageFolderDataset
-
-        return (ImageFolderDataset(cfg.train_dir, size=size, train=True, flip=cfg.flip),
+        return (ImageFolderDataset(cfg.train_dir, size=size, train=True, flip=False),
                 ImageFolderDataset(cfg.val_dir, size=size, train=False))
     raise ValueError(f"unknown data source {cfg.data!r}: use 'toyfaces' or 'folder'")
 
 
 def build_model(cfg: InversionTrainConfig):
     """The model with its generator and, where configured, the pSp backbone weights loaded."""
-    from ..models.style_transformer import build_inversion_model
-
     model = build_inversion_model(cfg.model)
-    gen_ckpt = cfg.model.generator.checkpoint
-    if gen_ckpt == "toy":
-        from ..checkpoints import data_path
-        from ..toy.generator import GENERATOR_FILE
-
-        model.load_generator(str(data_path(GENERATOR_FILE)))
-    elif gen_ckpt:
-        model.load_generator(gen_ckpt)
+    if cfg.model.generator.checkpoint:
+        generator = artifacts.load("generator", cfg.model.generator.checkpoint)
+        model.load_generator(generator, latent_avg=generator.latent_avg)
     if cfg.model.backbone_weights:
         model.load_backbone(cfg.model.backbone_weights)
     return model
+
+
+def build_loss(cfg: InversionTrainConfig) -> InversionLoss:
+    """The configured terms; the perceptual one is the feature distance of ``cfg.domain``'s judge."""
+    judge = get_domain(cfg.domain).load("predictor") if cfg.perceptual > 0 else None
+    return InversionLoss(l2=cfg.l2, lpips=cfg.lpips, id=cfg.id, perceptual=cfg.perceptual, w_norm=cfg.w_norm,
+                         predictor=judge)
 
 
 def build_optimizer(cfg: InversionTrainConfig, params):
@@ -86,34 +86,20 @@ def build_optimizer(cfg: InversionTrainConfig, params):
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'ranger' or 'adam'")
 
 
-def epoch_batches(sampler: DistributedSampler, epoch: int, per_rank: int) -> list[list[int]]:
-    """This rank's batches of one epoch, in order (the last partial batch is dropped)."""
-    sampler.set_epoch(epoch)
-    idx = list(sampler)
-    return [idx[i:i + per_rank] for i in range(0, len(idx) - per_rank + 1, per_rank)]
-
-
 class InversionTrainer:
     def __init__(self, cfg: InversionTrainConfig, dist_info: DistInfo | None = None, model=None, loss=None):
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if cfg.batch % self.dist.world_size:
-            raise ValueError(f"batch {cfg.batch} does not split over {self.dist.world_size} processes")
-        self.per_rank = cfg.batch // self.dist.world_size
         torch.manual_seed(cfg.seed)
         self.out = Path(cfg.out)
         self.device = self.dist.device
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
-        self.loss = (loss if loss is not None else InversionLoss(
-            l2=cfg.l2, lpips=cfg.lpips, id=cfg.id, perceptual=cfg.perceptual, w_norm=cfg.w_norm)).to(self.device)
+        self.loss = (loss if loss is not None else build_loss(cfg)).to(self.device)
         self.train_set, self.val_set = build_datasets(cfg)
-        if len(self.train_set) < cfg.batch:
-            raise ValueError(f"the training set has {len(self.train_set)} images, fewer than one batch ({cfg.batch})")
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                          shuffle=True, seed=cfg.seed, drop_last=True)
-        self.steps_per_epoch = len(self.sampler) // self.per_rank
+        self.sampler = StepSampler(len(self.train_set), cfg.batch, cfg.seed, self.dist.rank, self.dist.world_size)
+        self.per_rank = cfg.batch // self.dist.world_size
         self.net = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -126,34 +112,39 @@ class InversionTrainer:
                 print("note: batch-norm statistics are per process under CPU DDP (set freeze_bn to avoid it)")
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if on_gpu else None)
         self.optimizer = build_optimizer(cfg, self.model.trainable_parameters())
-        self.step, self.best_val, self.history = 0, math.inf, []
-        self.writer = summary_writer(self.out) if self.dist.is_main else None
         self.val_images = torch.stack([self.val_set[i] for i in range(min(8, len(self.val_set)))])
+        self.loop = Loop(self, self.out, cfg.steps, ckpt_every=cfg.ckpt_every, eval_every=cfg.val_every,
+                         image_every=cfg.image_every, log_every=cfg.log_every, desc=f"invert[{self.model.kind}]",
+                         is_main=self.dist.is_main)
 
-    # -- checkpoints ---------------------------------------------------------
-    def state(self) -> dict:
-        return {**self.model.checkpoint_dict(), "train_config": self.cfg.to_dict(), "step": self.step,
-                "optimizer": self.optimizer.state_dict(), "best_val": self.best_val,
-                "history": json.dumps(self.history), "rng": rng_state()}
+    @property
+    def step(self) -> int:
+        return self.loop.step
 
-    def save(self, name: str) -> Path | None:
-        if not self.dist.is_main:
-            return None
-        return save_atomic(self.state(), self.out / name)
+    @property
+    def history(self) -> list[dict]:
+        return self.loop.history
 
-    def resume(self, path=None) -> bool:
-        resumed = resume_latest(self.out, self.model, self.optimizer, path, verbose=self.dist.is_main)
-        if resumed is None:
-            return False
-        state, self.history = resumed
-        self.step, self.best_val = state["step"], state["best_val"]
-        return True
+    # -- state -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {**self.model.checkpoint_dict(), "optimizer": self.optimizer.state_dict()}
 
-    # -- one step ----------------------------------------------------------------
+    def load_state_dict(self, state: dict) -> None:
+        load_state_strict(self.model, state["model"], "the checkpoint's model")
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_hyperparameters(self.optimizer, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def resume(self, path=None, allow_changed_config: bool = False) -> bool:
+        return self.loop.resume(path, allow_changed_config)
+
+    # -- what the loop calls -------------------------------------------------------
     def batch_for_step(self, step: int) -> torch.Tensor:
-        epoch, offset = divmod(step, self.steps_per_epoch)
-        indices = epoch_batches(self.sampler, epoch, self.per_rank)[offset]
-        return torch.stack([self.train_set[i] for i in indices])
+        """This rank's images of ``step``, flipped where the step's generator says so."""
+        idx = self.sampler.global_indices(step)
+        flip = torch.rand(len(idx), generator=self.sampler.generator(step)) < 0.5
+        flip = self.sampler.share(flip & self.cfg.flip)
+        x = torch.stack([self.train_set[i] for i in self.sampler.share(idx).tolist()])
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         self.net.train()
@@ -169,12 +160,11 @@ class InversionTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        self.step += 1
         terms["loss"] = total.detach()
         return {k: all_reduce_mean(v.float(), self.dist).item() for k, v in terms.items()}
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
         self.model.eval()
         loader = DataLoader(self.val_set, batch_size=max(self.per_rank, 8), shuffle=False)
         sums, n = {}, 0
@@ -191,49 +181,19 @@ class InversionTrainer:
         return {k: v / n for k, v in sums.items()}
 
     @torch.no_grad()
-    def sample_grid(self) -> torch.Tensor:
+    def sample(self) -> torch.Tensor:
         self.model.eval()
         x = self.val_images.to(self.device)
         recon = self.model(x, randomize_noise=False)
         return image_grid(interleave(x, recon.clamp(-1, 1)).cpu(), nrow=8)
 
-    # -- the loop ------------------------------------------------------------
     def fit(self, steps: int | None = None) -> list[dict]:
-        """Train until ``steps`` (default: the config's); returns the validation history."""
-        end = steps if steps is not None else self.cfg.steps
-        cfg = self.cfg
-        bar = tqdm(range(self.step, end), initial=self.step, total=end, desc=f"invert[{self.model.kind}]",
-                   disable=not self.dist.is_main)
-        t0 = time.time()
-        for _ in bar:
-            logs = self.train_step(self.batch_for_step(self.step))
-            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
-            if self.writer is not None and self.step % cfg.log_every == 0:
-                for k, v in logs.items():
-                    self.writer.add_scalar(f"train/{k}", v, self.step)
-            if self.step % cfg.val_every == 0 or self.step == end:
-                val = self.validate()
-                self.history.append({"step": self.step, "wall_s": time.time() - t0, **{f"val_{k}": v for k, v in val.items()},
-                                     **{f"train_{k}": v for k, v in logs.items()}})
-                if self.writer is not None:
-                    for k, v in val.items():
-                        self.writer.add_scalar(f"val/{k}", v, self.step)
-                if val["loss"] < self.best_val:
-                    self.best_val = val["loss"]
-                    self.save("best.pt")
-            if self.writer is not None and (self.step % cfg.image_every == 0 or self.step == end):
-                self.writer.add_image("val/input_vs_reconstruction", (self.sample_grid() + 1) / 2, self.step)
-            if self.step % cfg.ckpt_every == 0 or self.step == end:
-                self.save("last.pt")
-        if self.dist.is_main:
-            self.save("final.pt")
-            (self.out / "history.json").write_text(json.dumps(self.history, indent=2))
-            if cfg.figures:
-                self.write_figures(cfg.figures)
-        if self.writer is not None:
-            self.writer.flush()
-        return self.history
-
+        """Train until ``steps`` (default: the config's); returns the history of held-out losses."""
+        self.loop.steps = steps if steps is not None else self.cfg.steps
+        history = self.loop.run()
+        if self.dist.is_main and self.cfg.figures:
+            self.write_figures(self.cfg.figures.replace("{out}", str(self.out)))
+        return history
 
     def write_figures(self, folder) -> list[Path]:
         """Validation curves and an input | reconstruction grid, named after the model kind."""
@@ -242,12 +202,10 @@ class InversionTrainer:
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        from ..viz import save_image
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{self.cfg.data}_{self.model.kind}{'' if self.model.cfg.use_self_attn else '_wo_self'}"
-        paths = [save_image(self.sample_grid(), folder / f"{name}_reconstructions.png", scale=2)]
+        paths = [save_image(self.sample(), folder / f"{name}_reconstructions.png", scale=2)]
         if self.history:
             fig, ax = plt.subplots(figsize=(5, 3))
             steps = [h["step"] for h in self.history]
@@ -264,13 +222,28 @@ class InversionTrainer:
         return paths
 
 
-def train_inversion(cfg: InversionTrainConfig, resume: bool = True) -> InversionTrainer:
+def train_inversion(cfg: InversionTrainConfig, resume: bool = True, ship: bool = False,
+                    allow_changed_config: bool = False) -> InversionTrainer:
+    """Train (resuming ``cfg.out``/last.pt unless ``resume=False``). ``ship``: also write the best
+    held-out model as the domain's shipped encoder and the figures into the repository's figures/."""
+    target = None
+    if ship:
+        domain = get_domain(cfg.domain)
+        target = artifacts.find("encoder", domain.encoder)
+        if target is None or not target.shipped:
+            raise ValueError(f"--ship writes a shipped encoder into data/; the {domain.name} domain has none "
+                             f"(its encoder is a published file)")
+        if not cfg.figures or cfg.figures.startswith("{out}"):
+            cfg = cfg.override({"figures": str(REPO_ROOT / "figures")})
     info = setup()
     try:
         trainer = InversionTrainer(cfg, info)
         if resume:
-            trainer.resume()
+            trainer.resume(allow_changed_config=allow_changed_config)
         trainer.fit()
+        if target is not None and info.is_main:
+            best = InversionModel.from_checkpoint(Path(cfg.out) / "best.pt")
+            artifacts.export("encoder", best, target.path, {"steps": trainer.step, "command": target.command})
         return trainer
     finally:
         cleanup()

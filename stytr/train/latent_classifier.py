@@ -7,18 +7,18 @@ held-out accuracy of every attribute, and stops when the held-out loss has not
 improved for ``patience`` epochs (the best weights are kept). Producing the W+
 codes (inverting labelled images) happens elsewhere; this module takes tensors.
 
-Outputs, all optional: TensorBoard scalars, a checkpoint written atomically::
+The run goes through :class:`stytr.train.loop.Loop` (one evaluation and checkpoint per
+epoch; ``out/last.pt`` resumes exactly). At the end the best weights are written as
 
-    {'format': 'stytr-latent-classifier', 'config': cfg.to_dict(), 'model': state_dict,
-     'model_config': model.config(), 'accuracy': {name: held-out accuracy},
-     'val_loss': float, 'epoch': int, 'step': int, 'modelled': [attribute names]}
+    out/latent_classifier.pt           {'format': 'stytr-latent-classifier', 'config': model.config(),
+                                        'model', 'train_config', 'accuracy': {name: held-out accuracy},
+                                        'val_loss', 'epoch', 'step', 'modelled': [attribute names]}
+    out/latent_classifier.safetensors  the weights, the architecture in the metadata
 
-and the weights as safetensors (architecture in the metadata), which
-:meth:`stytr.models.latent_classifier.LatentClassifier.from_checkpoint` reads too.
+both of which :meth:`stytr.models.latent_classifier.LatentClassifier.from_checkpoint` reads.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -27,13 +27,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from ..attributes import prepare_labels
 from ..checkpoints import save_atomic, save_weights
 from ..config import LatentClassifierTrainConfig
 from ..models.latent_classifier import CLASSIFIER_FORMAT, LatentClassifier
+from .loop import Loop, set_hyperparameters
+from .sampling import StepSampler, split_indices
 
-__all__ = ["LatentClassifierTrainResult", "prepare_labels", "masked_bce", "evaluate", "split_indices",
+__all__ = ["LatentClassifierTrainResult", "LatentClassifierTrainer", "masked_bce", "evaluate", "split_indices",
            "train_latent_classifier", "save_classifier_checkpoint", "export_safetensors"]
 
 
@@ -52,44 +54,11 @@ class LatentClassifierTrainResult:
     safetensors: Path | None = None
 
 
-def prepare_labels(labels: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels as float {0, 1} and the mask as bool, both (N, A).
-
-    CelebA's -1/1 labels become 0/1; NaN labels count as unknown. ``mask`` may be
-    None (all known), (A,) (the modelled attributes) or (N, A).
-    """
-    labels = torch.as_tensor(labels).float()
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (N, n_attr), got {tuple(labels.shape)}")
-    known = ~torch.isnan(labels)
-    labels = torch.nan_to_num(labels, nan=0.0)
-    if ((labels != 0) & (labels != 1) & (labels != -1)).any():
-        raise ValueError("labels must be 0/1 (or CelebA's -1/1, or NaN for unknown)")
-    labels = (labels > 0).float()
-    if mask is not None:
-        mask = torch.as_tensor(mask).bool()
-        if mask.ndim == 1:
-            mask = mask.unsqueeze(0)
-        if mask.shape[-1] != labels.shape[1] or mask.shape[0] not in (1, labels.shape[0]):
-            raise ValueError(f"mask must be ({labels.shape[1]},) or {tuple(labels.shape)}, got {tuple(mask.shape)}")
-        known = known & mask
-    return labels, known.expand_as(labels).clone()
-
-
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Mean BCE-with-logits over the known (sample, attribute) pairs only (0 when none is known)."""
     per = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     known = known.to(per.dtype)
     return (per * known).sum() / known.sum().clamp_min(1.0)
-
-
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random split into (train, held-out) indices; the held-out part has at least one sample."""
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = 0 if val_fraction == 0 or n < 2 else max(1, int(round(n * val_fraction)))
-    return perm[n_val:], perm[:n_val]
 
 
 @torch.no_grad()
@@ -121,8 +90,8 @@ def evaluate(model: LatentClassifier, wplus: torch.Tensor, labels: torch.Tensor,
 
 def save_classifier_checkpoint(model: LatentClassifier, path: str | os.PathLike, cfg: LatentClassifierTrainConfig,
                                accuracy: dict[str, float], **extra) -> Path:
-    ckpt = {"format": CLASSIFIER_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
-            "model_config": model.config(), "accuracy": dict(accuracy), **extra}
+    ckpt = {"format": CLASSIFIER_FORMAT, "config": model.config(), "model": model.state_dict(),
+            "train_config": cfg.to_dict(), "accuracy": dict(accuracy), **extra}
     return save_atomic(ckpt, path)
 
 
@@ -132,120 +101,114 @@ def export_safetensors(model: LatentClassifier, path: str | os.PathLike, half: b
     return save_weights(model.state_dict(), path, half=half, metadata=meta)
 
 
+class LatentClassifierTrainer:
+    """Masked BCE on batches of the training codes; one evaluation (held-out loss and
+    accuracies) an epoch, which is also where the loop checkpoints and may stop early."""
+
+    def __init__(self, wplus: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None,
+                 cfg: LatentClassifierTrainConfig, model: LatentClassifier | None = None, out=None,
+                 device: str | torch.device | None = None, progress: bool = True,
+                 attribute_names: list[str] | None = None):
+        self.cfg = cfg
+        wplus = torch.as_tensor(wplus).float()
+        if wplus.ndim == 2:
+            wplus = wplus.view(wplus.shape[0], cfg.n_latent, cfg.style_dim)
+        if wplus.ndim != 3 or wplus.shape[1:] != (cfg.n_latent, cfg.style_dim):
+            raise ValueError(f"wplus must be (N, {cfg.n_latent}, {cfg.style_dim}) for this config, "
+                             f"got {tuple(wplus.shape)}")
+        self.labels, self.known = prepare_labels(labels, mask)
+        if self.labels.shape[0] != wplus.shape[0]:
+            raise ValueError(f"{wplus.shape[0]} codes but {self.labels.shape[0]} label rows")
+        self.wplus = wplus
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.manual_seed(cfg.seed)
+        if model is None:
+            model = LatentClassifier(cfg.n_latent, cfg.style_dim, self.labels.shape[1], cfg.hidden, cfg.embed_dim,
+                                     cfg.negative_slope, attribute_names=attribute_names)
+        self.model = model.to(self.device).train()
+        self.train_idx, self.val_idx = split_indices(wplus.shape[0], cfg.val_fraction, cfg.seed)
+        # Without a held-out split the training codes are evaluated instead.
+        self.eval_idx = self.val_idx if len(self.val_idx) else self.train_idx
+        self.sampler = StepSampler(len(self.train_idx), cfg.batch, cfg.seed, drop_last=False)
+        self.optimizer = _adamw(self.model, cfg)
+        epoch = self.sampler.steps_per_epoch
+        steps = min(cfg.epochs * epoch, cfg.max_steps or cfg.epochs * epoch)
+        self.loop = Loop(self, out, steps, ckpt_every=epoch, eval_every=epoch, log_every=cfg.log_every,
+                         patience=cfg.patience, min_delta=cfg.min_delta, desc="latent classifier", progress=progress)
+
+    def state_dict(self) -> dict:
+        return {"format": CLASSIFIER_FORMAT, "config": self.model.config(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_hyperparameters(self.optimizer, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def batch_for_step(self, step: int) -> torch.Tensor:
+        return self.train_idx[self.sampler.indices(step)]
+
+    def train_step(self, idx: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        logits = self.model(self.wplus[idx].to(self.device))[0]
+        loss = masked_bce(logits, self.labels[idx].to(self.device), self.known[idx].to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+    def evaluate(self) -> dict:
+        i = self.eval_idx
+        loss, acc, seen = evaluate(self.model, self.wplus[i], self.labels[i], self.known[i], batch=4 * self.cfg.batch)
+        names = self.model.attribute_names
+        accuracy = {names[a]: float(acc[a]) for a in range(len(names)) if seen[a] > 0}
+        mean = sum(accuracy.values()) / len(accuracy) if accuracy else math.nan
+        return {"loss": loss, "mean_accuracy": mean, "accuracy": accuracy}
+
+    def sample(self) -> None:
+        return None
+
+    def modelled(self) -> list[str]:
+        names = self.model.attribute_names
+        return [names[i] for i in torch.nonzero(self.known.any(0)).flatten().tolist()]
+
+
 def train_latent_classifier(wplus: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
                             cfg: LatentClassifierTrainConfig | None = None, *, model: LatentClassifier | None = None,
-                            out_dir: str | os.PathLike | None = None, log_dir: str | os.PathLike | None = None,
-                            device: str | torch.device | None = None, progress: bool = True,
-                            attribute_names: list[str] | None = None) -> LatentClassifierTrainResult:
+                            out_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                            progress: bool = True, attribute_names: list[str] | None = None, resume: bool = True,
+                            allow_changed_config: bool = False) -> LatentClassifierTrainResult:
     """Fit a :class:`LatentClassifier` to ``wplus`` (N, n_latent, style_dim) and ``labels`` (N, A).
 
-    ``mask``: which labels are known / modelled ((A,) or (N, A); None = all).
-    ``out_dir``: where ``latent_classifier.pt`` (checkpoint, rewritten at every
-    held-out improvement) and ``latent_classifier.safetensors`` go; None uses
-    ``cfg.out``, "" writes nothing. ``log_dir``: TensorBoard folder (None = none).
-    ``model``: continue from these weights instead of a fresh classifier.
+    ``mask``: which labels are known / modelled ((A,) or (N, A); None = all). ``out_dir``: the run
+    folder (checkpoints, TensorBoard in ``tb/``, the best weights as ``latent_classifier.pt`` and
+    ``.safetensors``); None uses ``cfg.out``, "" writes nothing. A run in ``out_dir`` resumes from
+    its ``last.pt`` unless ``resume=False``. ``model``: start from these weights instead of a fresh
+    classifier. The returned model holds the weights with the best held-out loss.
     """
     cfg = cfg or LatentClassifierTrainConfig.preset("toy")
-    wplus = torch.as_tensor(wplus).float()
-    if wplus.ndim == 2:
-        wplus = wplus.view(wplus.shape[0], cfg.n_latent, cfg.style_dim)
-    if wplus.ndim != 3 or wplus.shape[1:] != (cfg.n_latent, cfg.style_dim):
-        raise ValueError(f"wplus must be (N, {cfg.n_latent}, {cfg.style_dim}) for this config, "
-                         f"got {tuple(wplus.shape)}")
-    labels, known = prepare_labels(labels, mask)
-    if labels.shape[0] != wplus.shape[0]:
-        raise ValueError(f"{wplus.shape[0]} codes but {labels.shape[0]} label rows")
-    n_attr = labels.shape[1]
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(cfg.seed)
-    if model is None:
-        model = LatentClassifier(cfg.n_latent, cfg.style_dim, n_attr, cfg.hidden, cfg.embed_dim, cfg.negative_slope,
-                                 attribute_names=attribute_names)
-    model = model.to(device).train()
-    names = model.attribute_names
-
-    train_idx, val_idx = split_indices(wplus.shape[0], cfg.val_fraction, cfg.seed)
-    has_val = len(val_idx) > 0
-    out_dir = cfg.out if out_dir is None else out_dir
-    ckpt_path = Path(out_dir) / "latent_classifier.pt" if out_dir else None
-    st_path = Path(out_dir) / "latent_classifier.safetensors" if out_dir else None
-    writer = None
-    if log_dir:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(log_dir))
-
-    opt = _adamw(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    bar = tqdm(total=total_steps, desc="latent classifier", disable=not progress, leave=False)
-
-    best_loss, best_state, best_epoch, best_acc = math.inf, None, -1, None
-    history, step, epoch, bad_epochs, stopped_early = [], 0, 0, 0, False
-    try:
-        for epoch in range(cfg.epochs):
-            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            running, n_batches = 0.0, 0
-            for start in range(0, len(order), cfg.batch):
-                if cfg.max_steps and step >= cfg.max_steps:
-                    break
-                idx = order[start:start + cfg.batch]
-                logits = model(wplus[idx].to(device))[0]
-                loss = masked_bce(logits, labels[idx].to(device), known[idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                running, n_batches = running + loss.item(), n_batches + 1
-                if writer is not None and step % max(cfg.log_every, 1) == 0:
-                    writer.add_scalar("train/loss", loss.item(), step)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
-            train_loss = running / max(n_batches, 1)
-            eval_idx = val_idx if has_val else train_idx
-            val_loss, acc, seen = evaluate(model, wplus[eval_idx], labels[eval_idx], known[eval_idx],
-                                           batch=4 * cfg.batch)
-            mean_acc = float(acc[seen > 0].mean()) if (seen > 0).any() else float("nan")
-            history.append(dict(epoch=epoch, step=step, train_loss=train_loss, val_loss=val_loss,
-                                mean_accuracy=mean_acc))
-            if writer is not None:
-                writer.add_scalar("epoch/train_loss", train_loss, step)
-                writer.add_scalar("val/loss", val_loss, step)
-                writer.add_scalar("val/mean_accuracy", mean_acc, step)
-                for i in torch.nonzero(seen > 0).flatten().tolist():
-                    writer.add_scalar(f"val_accuracy/{names[i]}", float(acc[i]), step)
-            if val_loss < best_loss - cfg.min_delta:
-                best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-                best_acc = {names[i]: float(acc[i]) for i in range(n_attr) if seen[i] > 0}
-                if ckpt_path is not None:
-                    save_classifier_checkpoint(model, ckpt_path, cfg, best_acc, val_loss=val_loss, epoch=epoch,
-                                               step=step, modelled=_modelled(known, names))
-            else:
-                bad_epochs += 1
-            if cfg.patience and bad_epochs >= cfg.patience:
-                stopped_early = True
-                break
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    best_acc = best_acc or {}
-    accs = [a for a in best_acc.values() if not math.isnan(a)]
-    if st_path is not None:
-        export_safetensors(model, st_path)
-    return LatentClassifierTrainResult(
-        model=model.eval(), accuracy=best_acc, mean_accuracy=sum(accs) / len(accs) if accs else float("nan"),
-        val_loss=best_loss, best_epoch=best_epoch, epochs_run=len(history), steps=step, stopped_early=stopped_early,
-        history=history, checkpoint=ckpt_path, safetensors=st_path)
+    out = cfg.out if out_dir is None else out_dir
+    out = Path(out) if str(out) else None
+    trainer = LatentClassifierTrainer(wplus, labels, mask, cfg, model=model, out=out, device=device,
+                                      progress=progress, attribute_names=attribute_names)
+    if resume:
+        trainer.loop.resume(allow_changed_config=allow_changed_config)
+    history = trainer.loop.run()
+    best = trainer.loop.load("best.pt")
+    if best is not None:
+        trainer.model.load_state_dict(best["model"])
+    metrics = trainer.evaluate()
+    best_epoch = next((i for i, h in enumerate(history) if h.get("val_loss") == trainer.loop.best), -1)
+    result = LatentClassifierTrainResult(
+        model=trainer.model.eval(), accuracy=metrics["accuracy"], mean_accuracy=metrics["mean_accuracy"],
+        val_loss=metrics["loss"], best_epoch=best_epoch, epochs_run=len(history), steps=trainer.loop.step,
+        stopped_early=trainer.loop.stopped, history=history)
+    if out is not None:
+        result.checkpoint = save_classifier_checkpoint(
+            trainer.model, out / "latent_classifier.pt", cfg, result.accuracy, val_loss=result.val_loss,
+            epoch=best_epoch, step=best["step"] if best else trainer.loop.step, modelled=trainer.modelled())
+        result.safetensors = export_safetensors(trainer.model, out / "latent_classifier.safetensors")
+    return result
 
 
 def _adamw(model: torch.nn.Module, cfg: LatentClassifierTrainConfig) -> torch.optim.Optimizer:
@@ -255,7 +218,3 @@ def _adamw(model: torch.nn.Module, cfg: LatentClassifierTrainConfig) -> torch.op
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _modelled(known: torch.Tensor, names: list[str]) -> list[str]:
-    return [names[i] for i in torch.nonzero(known.any(0)).flatten().tolist()]

@@ -2,24 +2,26 @@
 
 ::
 
-    from stytr.widgets import EditorApp
+    from stytr.apps.editor import EditorApp
     app = EditorApp.from_checkpoints("toy", classifier="toy")     # or EditorApp(EditSession(...))
     app.display()
 
 Pick an image (a ToyFaces sample by seed, a file path, or an upload; dlib alignment
 optional), move the attribute sliders (label-editing strengths: + toward presence,
-- toward absence), choose the edit method (ours / InterFaceGAN / StyleSpace;
+- toward absence; each spans twice the largest default strength for its attribute
+in the domain's ``EditingConfig``, unless ``max_strength`` is given), choose the edit method (ours / InterFaceGAN / StyleSpace;
 methods without a model are left out and listed as unavailable) and, for ours,
 the order (1 / 2 / hvp). With reference editors, pick a reference image and an
 attribute and press "Apply reference". "Save" writes the edited image and its
 code (``edited.png``, ``wplus.pt``, ``side_by_side.png`` ...) to a new numbered
 folder under the output folder.
 
-Slider moves are debounced: every change restarts a timer of ``debounce_s``
-(0.15 s), and only when it runs out is the preview rendered, so dragging does not
-queue one generator call per intermediate value (a drag longer than ``max_wait_s``
-still refreshes that often). The render runs on the timer's thread under the
-session's lock. ``update_now()`` renders synchronously (tests, notebooks);
+Slider moves are debounced (:class:`stytr.apps.common.Debouncer`): every change
+restarts a timer of ``debounce_s`` (0.15 s), and only when it runs out is the
+preview rendered, so dragging does not queue one generator call per intermediate
+value (a drag longer than ``max_wait_s`` still refreshes that often). The render
+runs on the timer's thread under the session's lock. ``update_now()`` renders
+synchronously (tests, notebooks);
 ``last_latency_s`` is the time of the last update (edit + render + PNG encoding)
 and ``benchmark_latency(n)`` their median over ``n`` uncached updates.
 
@@ -31,54 +33,49 @@ Every control is an attribute for programmatic driving: ``app.sliders["Smiling"]
 """
 from __future__ import annotations
 
+import html
 import io
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import ipywidgets as w
 import torch
+from IPython.display import display
+from PIL import Image
 
-from .editing.session import EditSession
+from ..editing import Method, build_editors
+from ..editing.session import EditSession
+from ..toy import render_faces
+from ..toy.baselines import fit_toy_baselines
+from .common import Debouncer, close_widgets, to_png
 
-__all__ = ["EditorApp", "to_png"]
+__all__ = ["EditorApp"]
 
 METHOD_LABELS = {"ours": "ours (label)", "interfacegan": "InterFaceGAN", "stylespace": "StyleSpace"}
 TOY_SAMPLE = "ToyFaces sample"
 
 
-def to_png(image: torch.Tensor) -> bytes:
-    """(3, H, W) in [-1, 1] -> PNG bytes."""
-    from PIL import Image
-
-    from .viz import to_uint8
-
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(image[None])[0]).save(buf, format="PNG")
-    return buf.getvalue()
+def _ui_method(method: Method) -> str:
+    """The method button a session Method belongs to (the label orders share one)."""
+    return "ours" if method.order is not None else str(method)
 
 
 class EditorApp:
     def __init__(self, session: EditSession, references: Mapping[str, Any] | None = None, output_dir="edits",
-                 max_strength: float = 5.0, step: float = 0.1, debounce_s: float = 0.15, max_wait_s: float = 0.6,
+                 max_strength: float | None = None, step: float = 0.1, debounce_s: float = 0.15, max_wait_s: float = 0.6,
                  display_size: int = 192, landmarks=None, seed: int = 0, method: str | None = None, order=1,
                  attributes=None):
-        import ipywidgets as w
-
         self.session = session
         self.references = dict(references or {})
-        self.debounce_s, self.max_wait_s = float(debounce_s), float(max_wait_s)
+        self.debouncer = Debouncer(self._update, debounce_s, max_wait_s)
         self.landmarks = landmarks
         self.last_latency_s: float | None = None
         self.latencies: list[float] = []
         self.render_count = 0          # updates that reached the preview
         self.last_saved: dict | None = None
         self.last_error: str | None = None
-        self._timer: threading.Timer | None = None
-        self._timer_lock = threading.Lock()
-        self._first_pending: float | None = None
-        self._inflight = 0             # debounced renders running on a timer thread
         self._suspend = 0              # >0: control changes do not schedule renders
         self._mode = "label"           # "label" (sliders) or "reference" (last reference edit shown)
         px = f"{int(display_size)}px"
@@ -99,8 +96,9 @@ class EditorApp:
         self.input_view, self.recon_view, self.preview = image_view(), image_view(), image_view()
 
         # -- edit controls ---------------------------------------------------------------
-        available = [m for m, ok in session.methods.items() if ok]
-        missing = [METHOD_LABELS[m] for m, ok in session.methods.items() if not ok]
+        have = {_ui_method(m) for m in session.methods}
+        available = [m for m in METHOD_LABELS if m in have]
+        missing = [METHOD_LABELS[m] for m in METHOD_LABELS if m not in have]
         self.available_methods = available
         self.method = w.ToggleButtons(options=[(METHOD_LABELS[m], m) for m in available] or [("none", "none")],
                                       value=method if method in available else (available[0] if available else "none"),
@@ -109,8 +107,9 @@ class EditorApp:
         self.method_note = w.HTML(f"<small>unavailable (no model): {', '.join(missing)}</small>" if missing else "")
         self.order = w.ToggleButtons(options=[("1", 1), ("2", 2), ("hvp", "hvp")], value=order, description="order",
                                      style={"button_width": "60px"})
-        attrs = list(attributes) if attributes is not None else list(session.attributes)
-        self.sliders = {a: w.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=step,
+        attrs = list(attributes) if attributes is not None else session.attributes()
+        limit = {a: max_strength if max_strength is not None else self._slider_limit(a) for a in attrs}
+        self.sliders = {a: w.FloatSlider(value=0.0, min=-limit[a], max=limit[a], step=step,
                                          description=a.replace("_", " "), continuous_update=True,
                                          readout_format=".1f", style={"description_width": "150px"},
                                          layout=w.Layout(width="420px"))
@@ -124,12 +123,12 @@ class EditorApp:
         # -- reference editing -------------------------------------------------------------
         self.ref_source = self.ref_seed = self.ref_attribute = self.ref_apply = self.ref_view = None
         ref_box = None
-        if session.editors:
+        if session.reference_editors:
             self.ref_source = w.Dropdown(options=list(self.references) + [TOY_SAMPLE], value=TOY_SAMPLE,
                                          description="reference")
             self.ref_seed = w.IntSlider(value=seed + 1, min=0, max=9999, description="ref seed",
                                         continuous_update=False)
-            self.ref_attribute = w.Dropdown(options=list(session.editors), description="attribute")
+            self.ref_attribute = w.Dropdown(options=list(session.reference_editors), description="attribute")
             self.ref_apply = w.Button(description="Apply reference", icon="exchange", button_style="info",
                                       layout=w.Layout(width="150px"))
             self.ref_view = image_view()
@@ -176,31 +175,38 @@ class EditorApp:
         if self.ref_view is not None:
             self._show_reference()
 
+    def _slider_limit(self, attribute: str) -> float:
+        """Twice the largest default strength (the session's EditingConfig) of any method for ``attribute``."""
+        defaults = [self.session.default_strength(m, attribute) for m in self.session.methods]
+        return min(2 * max(defaults, default=2.5), self.session.config.max_strength)
+
     # -- construction --------------------------------------------------------------------
     @classmethod
     def from_checkpoints(cls, checkpoint="toy", classifier="toy", interfacegan=None, stylespace=None,
                          editors=None, device="cpu", fit_baselines: bool = False, **app_kwargs) -> "EditorApp":
-        """Load the models (see :meth:`EditSession.from_checkpoints`; ``"toy"`` = shipped ToyFaces weights).
+        """Load the models (see :meth:`EditSession.for_domain`, ToyFaces; ``"toy"`` = shipped weights).
         ``fit_baselines=True`` fits InterFaceGAN and StyleSpace on toy generator samples when no files are
         given (a few seconds)."""
-        session = EditSession.from_checkpoints(checkpoint, classifier=classifier, interfacegan=interfacegan,
-                                               stylespace=stylespace, editors=editors, device=device)
-        if fit_baselines and (session.interfacegan is None or session.stylespace is None):
-            from .editing.session import fit_toy_baselines
-
+        session = EditSession.for_domain("toyfaces", encoder=checkpoint, classifier=classifier,
+                                         interfacegan=interfacegan, stylespace=stylespace,
+                                         reference_editors=editors, device=device)
+        if fit_baselines and (Method.INTERFACEGAN not in session.editors or Method.STYLESPACE not in session.editors):
             ifg, ss = fit_toy_baselines(session.G)
-            session.interfacegan = session.interfacegan or ifg
-            session.stylespace = session.stylespace or ss
+            for m, ed in build_editors(interfacegan=ifg, stylespace=ss).items():
+                session.editors.setdefault(m, ed)
         return cls(session, **app_kwargs)
 
     # -- display ---------------------------------------------------------------------------
     def display(self):
-        from IPython.display import display
-
         display(self.widget)
 
     def _ipython_display_(self):
         self.display()
+
+    def close(self):
+        """Stop a pending render and close every widget of the editor."""
+        self.debouncer.cancel()
+        close_widgets(self.widget)
 
     # -- images ----------------------------------------------------------------------------
     def _layout_source(self):
@@ -209,8 +215,6 @@ class EditorApp:
                                     "upload": [self.upload]}[kind]
 
     def _toy_sample(self, seed: int) -> torch.Tensor:
-        from .toy import render_faces
-
         size = self.session.size
         return render_faces(1, int(seed), size=size if size in (32, 64, 128) else 128)[0][0]
 
@@ -249,8 +253,6 @@ class EditorApp:
             self.load_sample()
 
     def _on_upload(self):
-        from PIL import Image
-
         if not self.upload.value:
             return
         item = self.upload.value[0]
@@ -287,15 +289,16 @@ class EditorApp:
         return {a: s.value for a, s in self.sliders.items() if s.value != 0 and not s.disabled}
 
     def _supported(self, attribute: str, method: str) -> bool:
-        model = {"ours": self.session.classifier, "interfacegan": self.session.interfacegan,
-                 "stylespace": self.session.stylespace}.get(method)
-        if model is None:
+        if method not in self.available_methods:
             return False
-        names = list(model.attribute_names)
-        if attribute not in names:
-            return False
-        fitted = getattr(model, "fitted", None)
-        return True if fitted is None else bool(fitted[names.index(attribute)])
+        return attribute in self.session.attributes(self._method(method))
+
+    def _method(self, method: str | None = None) -> Method:
+        """The session's Method for the UI's method button (and, for label editing, the order)."""
+        method = method or self.method.value
+        if method == "ours":
+            return {1: Method.LABEL_1, 2: Method.LABEL_2, "hvp": Method.LABEL_HVP}[self.order.value]
+        return Method.parse(method)
 
     def _on_method(self):
         method = self.method.value
@@ -314,53 +317,18 @@ class EditorApp:
 
     def schedule(self):
         """Debounced update: (re)start the timer; the render runs when it expires."""
-        with self._timer_lock:
-            now = time.perf_counter()
-            if self._timer is not None:
-                self._timer.cancel()
-            if self._first_pending is None:
-                self._first_pending = now
-            waited = now - self._first_pending
-            delay = 0.0 if waited >= self.max_wait_s else min(self.debounce_s, self.max_wait_s - waited)
-            self._timer = threading.Timer(delay, self._timer_fired)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _timer_fired(self):
-        with self._timer_lock:
-            self._timer = None
-            self._first_pending = None
-            self._inflight += 1
-        try:
-            self._update()
-        finally:
-            with self._timer_lock:
-                self._inflight -= 1
+        self.debouncer.schedule()
 
     def cancel_pending(self):
-        with self._timer_lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None
-            self._first_pending = None
+        self.debouncer.cancel()
 
     @property
     def pending(self) -> bool:
-        return self._timer is not None or self._inflight > 0
+        return self.debouncer.pending
 
     def wait(self, timeout: float = 5.0) -> bool:
         """Block until no debounced update is pending (True) or ``timeout`` seconds pass (False)."""
-        end = time.perf_counter() + timeout
-        while time.perf_counter() < end:
-            with self._timer_lock:
-                timer, busy = self._timer, self._inflight
-            if timer is None and not busy:
-                return True
-            if timer is not None:
-                timer.join(max(0.0, min(0.05, end - time.perf_counter())))
-            else:
-                time.sleep(0.005)
-        return False
+        return self.debouncer.wait(timeout)
 
     def update_now(self) -> float | None:
         """Render the current edit synchronously (cancelling a pending debounced one); returns the latency."""
@@ -374,12 +342,13 @@ class EditorApp:
         try:
             with self.session.lock:
                 if self._mode == "reference" and self.session.result is not None \
-                        and self.session.result.method == "reference":
+                        and self.session.result.method is Method.REFERENCE:
                     image = self.session.result.image
                 else:
                     method = self.method.value
                     edits = self.edits() if method in self.available_methods else {}
-                    image = self.session.render(edits, method=method if edits else "ours", order=self.order.value)
+                    image = self.session.render(edits, method=self._method()) if edits else \
+                        self.session.render({}, method=Method.LABEL_1)
                 self.preview.value = to_png(image)
                 self.render_count += 1
         except Exception as err:
@@ -397,7 +366,7 @@ class EditorApp:
 
     def _error(self, err):
         self.last_error = f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err)
-        self.status.value = f"<span style='color:#b00'>{_escape(self.last_error)}</span>"
+        self.status.value = f"<span style='color:#b00'>{html.escape(self.last_error)}</span>"
 
     def reset(self):
         """All sliders back to 0 (one update)."""
@@ -442,13 +411,13 @@ class EditorApp:
                 if self._mode != "reference" or self.session.result is None:
                     method = self.method.value
                     edits = self.edits() if method in self.available_methods else {}
-                    self.session.render(edits, method=method if edits else "ours", order=self.order.value)
+                    self.session.render(edits, method=self._method() if edits else Method.LABEL_1)
                 paths = self.session.save(root / f"edit_{k:03d}")
         except Exception as err:
             self._error(err)
             return None
         self.last_saved = paths
-        self.status.value = f"<small>saved to {_escape(str(root / f'edit_{k:03d}'))}</small>"
+        self.status.value = f"<small>saved to {html.escape(str(root / f'edit_{k:03d}'))}</small>"
         return paths
 
     def benchmark_latency(self, n: int = 10, attribute: str | None = None) -> float:
@@ -473,9 +442,3 @@ class EditorApp:
             self._suspend -= 1
         self.update_now()
         return statistics.median(times)
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
