@@ -8,6 +8,10 @@ keeping the module tree, which is how the ToyFaces generator is configured.
 Besides the usual W / W+ interface the generator exposes its style space S (the
 per-layer outputs of the modulation layers) for StyleSpace editing:
 ``G.w_to_s(w_plus)`` gives the list of S codes and ``G.synthesize_s(s)`` renders them.
+
+On a CPU the synthesis layers take the fast path of :mod:`stytr.models.stylegan2_fast`
+unless ``STYTR_PATH=reference`` (:mod:`stytr.runtime`); the code below is the reference
+that the fast path is tested against.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from torch.nn import functional as F
 
 from ..checkpoints import CheckpointError, load_state_strict, save_atomic
 from ..ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
+from ..runtime import fast_path_enabled
+from . import stylegan2_fast as fast
 from .nvidia_pickle import SnapshotError, SnapshotInfo, import_generator
 
 RESOLUTIONS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -212,6 +218,8 @@ class StyledConv(nn.Module):
         return self.forward_s(x, self.conv.modulation(style), noise)
 
     def forward_s(self, x, s, noise=None):
+        if fast_path_enabled() and fast.applies(x):
+            return fast.styled_conv(self, x, s, noise)
         out = self.activate(self.noise(self.conv.forward_s(x, s), noise=noise))
         return out if self.conv_clamp is None else out.clamp(-self.conv_clamp, self.conv_clamp)
 
@@ -232,6 +240,8 @@ class ToRGB(nn.Module):
         return self.forward_s(x, self.conv.modulation(style), skip)
 
     def forward_s(self, x, s, skip=None):
+        if fast_path_enabled() and fast.applies(x):
+            return fast.to_rgb(self, x, s, skip)
         out = self.conv.forward_s(x, s) + self.bias
         if self.conv_clamp is not None:
             out = out.clamp(-self.conv_clamp, self.conv_clamp)
@@ -363,13 +373,16 @@ class Generator(nn.Module):
         noise = self._resolve_noise(noise, randomize_noise)
         s = iter(s_codes)
         out = self.input(s_codes[0].shape[0])
+        on_fast_path = fast_path_enabled() and fast.applies(out)
+        if on_fast_path and fast.use_channels_last(min(self.channels.values()), out.shape[0]):
+            out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1.forward_s(out, next(s), noise=noise[0])
         skip = self.to_rgb1.forward_s(out, next(s))
         for i, to_rgb in enumerate(self.to_rgbs):
             out = self.convs[2 * i].forward_s(out, next(s), noise=noise[2 * i + 1])
             out = self.convs[2 * i + 1].forward_s(out, next(s), noise=noise[2 * i + 2])
             skip = to_rgb.forward_s(out, next(s), skip)
-        return skip
+        return skip.contiguous() if on_fast_path else skip
 
 
 class ConvLayer(nn.Sequential):
