@@ -179,20 +179,19 @@ class EditSession:
             return x.clamp(-1, 1)
         if isinstance(image, Image.Image):
             if align:
-                from ..data.align import DEFAULT_PREDICTOR_PATH, LandmarkDetector, detect_and_align
+                from ..data.align import detect_and_align
 
-                det = detector or LandmarkDetector(landmarks or DEFAULT_PREDICTOR_PATH)
-                image = detect_and_align(image, det, output_size=size, name="the picture")[0][0]
+                image = detect_and_align(image, detector, output_size=size, name="the picture",
+                                         predictor_path=landmarks)[0].image
             return pil_to_tensor(image, size)
         if isinstance(image, (str, os.PathLike)):
             path = Path(image).expanduser()
             if not path.exists():
                 raise FileNotFoundError(f"input image not found: {path}")
             if align:
-                from ..data.align import DEFAULT_PREDICTOR_PATH, align_photo
+                from ..data.align import align_photo
 
-                aligned = align_photo(path, predictor_path=landmarks or DEFAULT_PREDICTOR_PATH, output_size=size,
-                                      detector=detector)
+                aligned = align_photo(path, predictor_path=landmarks, output_size=size, detector=detector)
                 return pil_to_tensor(aligned[0], size)
             return load_image(path, size)
         raise TypeError(f"set_image takes a tensor, a path or a PIL image, not {type(image).__name__}")

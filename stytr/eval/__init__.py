@@ -1,7 +1,8 @@
-"""Evaluation: reconstruction metrics, model complexity (Table 1), re-scoring (Figure 1), user study (Table 2).
+"""Evaluation: reconstruction metrics, model complexity (Table 1), re-scoring (Figure 1), user study (Table 2),
+identity similarity of real faces.
 
 Submodules: :mod:`~stytr.eval.metrics`, :mod:`~stytr.eval.complexity`,
-:mod:`~stytr.eval.rescoring`, :mod:`~stytr.eval.user_study`. The public names below are
+:mod:`~stytr.eval.rescoring`, :mod:`~stytr.eval.user_study`, :mod:`~stytr.eval.identity`. The public names below are
 loaded on first use, so ``from stytr.eval import user_study`` stays free of torch.
 """
 from __future__ import annotations
@@ -17,10 +18,11 @@ _EXPORTS = {
                   "disentanglement_score", "plot_rescoring", "predict_probabilities"),
     "edit_rates": ("edit_rates", "label_edit_rates", "reference_edit_rates"),
     "user_study": ("paper_table2", "aggregate", "format_table", "plot_user_study", "write_table_csv", "UserStudyApp"),
+    "identity": ("identity_similarity", "DlibFaceEmbedder", "IRSE50Embedder"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE) + ["metrics", "complexity", "rescoring", "edit_rates", "user_study"]
+__all__ = sorted(_WHERE) + ["metrics", "complexity", "rescoring", "edit_rates", "user_study", "identity"]
 
 
 def __getattr__(name: str):
