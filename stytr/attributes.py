@@ -11,7 +11,10 @@ import difflib
 import operator
 from typing import Iterable, Sequence
 
-__all__ = ["CELEBA_ATTRIBUTES", "UnknownAttributeError", "attribute_index", "attribute_indices", "attribute_name"]
+import torch
+
+__all__ = ["CELEBA_ATTRIBUTES", "UnknownAttributeError", "attribute_index", "attribute_indices", "attribute_name",
+           "prepare_labels"]
 
 CELEBA_ATTRIBUTES: tuple[str, ...] = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
@@ -81,3 +84,27 @@ def attribute_indices(attributes: Iterable[int | str] | int | str,
 def attribute_name(attribute: int | str, names: Sequence[str] = CELEBA_ATTRIBUTES) -> str:
     """The canonical name of an attribute given by index or by (loosely written) name."""
     return names[attribute_index(attribute, names)]
+
+
+def prepare_labels(labels: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels as float {0, 1} and the mask as bool, both (N, A).
+
+    CelebA's -1/1 labels become 0/1; NaN labels count as unknown. ``mask`` may be
+    None (all known), (A,) (the modelled attributes) or (N, A).
+    """
+    labels = torch.as_tensor(labels).float()
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (N, n_attr), got {tuple(labels.shape)}")
+    known = ~torch.isnan(labels)
+    labels = torch.nan_to_num(labels, nan=0.0)
+    if ((labels != 0) & (labels != 1) & (labels != -1)).any():
+        raise ValueError("labels must be 0/1 (or CelebA's -1/1, or NaN for unknown)")
+    labels = (labels > 0).float()
+    if mask is not None:
+        mask = torch.as_tensor(mask).bool()
+        if mask.ndim == 1:
+            mask = mask.unsqueeze(0)
+        if mask.shape[-1] != labels.shape[1] or mask.shape[0] not in (1, labels.shape[0]):
+            raise ValueError(f"mask must be ({labels.shape[1]},) or {tuple(labels.shape)}, got {tuple(mask.shape)}")
+        known = known & mask
+    return labels, known.expand_as(labels).clone()

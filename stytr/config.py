@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
-__all__ = ["Config", "GeneratorConfig", "TOY_GENERATOR", "FFHQ_GENERATOR", "field", "dataclass"]
+__all__ = ["Config", "ConfigError", "GeneratorConfig", "TOY_GENERATOR", "FFHQ_GENERATOR", "field", "dataclass"]
 
 
 def _parse_value(text: str, current: Any) -> Any:
@@ -37,6 +37,10 @@ def _parse_value(text: str, current: Any) -> Any:
         value = ast.literal_eval(text)
         return type(current)(value) if isinstance(current, float) or float(value).is_integer() else value
     return ast.literal_eval(text)
+
+
+class ConfigError(ValueError):
+    """A config key or value that is not allowed; the message names the key, the value and what is allowed."""
 
 
 @dataclass
@@ -81,7 +85,12 @@ class Config:
                 node = node[part]
             if parts[-1] not in node:
                 raise KeyError(f"{type(self).__name__} has no field {key!r}")
-            node[parts[-1]] = _parse_value(raw, node[parts[-1]]) if isinstance(raw, str) else raw
+            try:
+                node[parts[-1]] = _parse_value(raw, node[parts[-1]]) if isinstance(raw, str) else raw
+            except (ValueError, SyntaxError, TypeError) as err:
+                kind = type(node[parts[-1]]).__name__
+                why = str(err) if str(err).startswith("expected") else f"{raw!r} is not a valid {kind}"
+                raise ConfigError(f"{key}: {why}") from None
         return type(self).from_dict(data)
 
 
@@ -249,19 +258,22 @@ class EditingConfig(Config):
     stylespace: float = 10.0
     attribute_scale: dict = field(default_factory=dict)
     attributes: tuple = ("Smiling", "Bangs", "Male", "Eyeglasses", "Young")   # the paper's five
+    # Edits refuse |strength| beyond this: ten times the largest default, far past any useful edit.
+    max_strength: float = 30.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
         "toy": dict(label_1=8.0, label_2=8.0, label_hvp=8.0, interfacegan=8.0, stylespace=10.0,
-                    attribute_scale={"Male": 1.5, "Young": 0.75}),
+                    attribute_scale={"Male": 1.5, "Young": 0.75}, max_strength=120.0),
     }
 
-    def strength(self, editor: str, attribute: str | None = None) -> float:
-        """The strength for an editor by its ``name`` (``label-1``, ``label-2``, ``label-hvp``,
-        ``interfacegan``, ``interfacegan-conditional``, ``stylespace``) and, optionally, attribute."""
-        key = editor.replace("-", "_").removesuffix("_conditional")
+    def strength(self, method, attribute: str | None = None) -> float:
+        """The default strength of an editing method (a :class:`stytr.editing.Method` or its value:
+        ``label-1``, ``label-2``, ``label-hvp``, ``interfacegan``, ``stylespace``), optionally for an
+        attribute."""
+        key = str(method).replace("-", "_").removesuffix("_conditional")
         if key not in ("label_1", "label_2", "label_hvp", "interfacegan", "stylespace"):
-            raise ValueError(f"no default strength for editor {editor!r}")
+            raise ValueError(f"no default strength for method {method!r}")
         return float(getattr(self, key)) * float(self.attribute_scale.get(attribute, 1.0))
 
 
@@ -381,6 +393,7 @@ class InversionTrainConfig(Config):
     """
 
     model: InversionConfig = field(default_factory=InversionConfig)
+    domain: str = "ffhq"              # stytr.domains name: its judge gives the perceptual term
     data: str = "folder"              # "folder" (aligned FFHQ / CelebA-HQ) or "toyfaces"
     train_dir: str = "data/ffhq"
     val_dir: str = "data/celeba_hq_test"
@@ -413,12 +426,13 @@ class InversionTrainConfig(Config):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
-        "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), data="toyfaces", optimizer="ranger", lr=5e-4,
+        "toy": dict(model=dict(InversionConfig.PRESETS["toy"]), domain="toyfaces", data="toyfaces", optimizer="ranger", lr=5e-4,
                     batch=16, steps=3000, lpips=0.0, id=0.0, perceptual=0.1, val_every=250, ckpt_every=250,
                     image_every=250, log_every=25, out="runs/toy_inversion", figures="figures"),
         # A random generator and a one-unit-per-stage trunk: seconds on a CPU, for tests.
         "smoke": dict(model=dict(InversionConfig.PRESETS["toy"], backbone_units=(1, 1, 1, 1),
-                                 generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint="")), data="toyfaces",
+                                 generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint="")), domain="toyfaces",
+                      data="toyfaces",
                       n_train=32, n_val=8, batch=4, steps=4, lpips=0.0, id=0.0, perceptual=0.0, val_every=2,
                       ckpt_every=2, image_every=2, log_every=1, out="runs/smoke_inversion"),
     }

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .toy.predictor import PredictorFeatureDistance
+
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 IR_SE50_FILE = "pretrained_models/model_ir_se50.pth"
 
@@ -94,11 +96,11 @@ class PredictorPerceptualLoss(nn.Module):
     """The ToyFaces stand-in for LPIPS: distance between the frozen attribute predictor's
     normalised feature maps (see :class:`stytr.toy.PredictorFeatureDistance`)."""
 
-    def __init__(self, predictor=None):
+    def __init__(self, predictor):
         super().__init__()
-        from .toy import PredictorFeatureDistance, load_attribute_predictor
-
-        self.distance = PredictorFeatureDistance(predictor if predictor is not None else load_attribute_predictor())
+        if predictor is None:
+            raise ValueError("the perceptual term needs the domain's image-space judge (Domain.load('predictor'))")
+        self.distance = PredictorFeatureDistance(predictor)
 
     def forward(self, x, y):
         return self.distance(x, y).mean()

@@ -25,6 +25,11 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2, pad_value: flo
     return grid
 
 
+def grid_array(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """A grid of images in [-1, 1] as one (H, W, 3) uint8 array, ready for ``plt.imshow``."""
+    return to_uint8(image_grid(images, nrow=nrow, pad=pad)[None])[0]
+
+
 def save_image(image: torch.Tensor, path, scale: int = 1) -> Path:
     """Save one (3, H, W) image in [-1, 1] as PNG, optionally enlarged by ``scale`` (nearest)."""
     from PIL import Image

@@ -40,11 +40,18 @@ from typing import Any, Mapping
 
 import torch
 
+from .editing import Method, build_editors
 from .editing.session import EditSession
+from .toy.baselines import fit_toy_baselines
 
 __all__ = ["EditorApp", "to_png"]
 
 METHOD_LABELS = {"ours": "ours (label)", "interfacegan": "InterFaceGAN", "stylespace": "StyleSpace"}
+
+
+def _ui_method(method: Method) -> str:
+    """The method button a session Method belongs to (the label orders share one)."""
+    return "ours" if method.order is not None else str(method)
 TOY_SAMPLE = "ToyFaces sample"
 
 
@@ -99,8 +106,9 @@ class EditorApp:
         self.input_view, self.recon_view, self.preview = image_view(), image_view(), image_view()
 
         # -- edit controls ---------------------------------------------------------------
-        available = [m for m, ok in session.methods.items() if ok]
-        missing = [METHOD_LABELS[m] for m, ok in session.methods.items() if not ok]
+        have = {_ui_method(m) for m in session.methods}
+        available = [m for m in METHOD_LABELS if m in have]
+        missing = [METHOD_LABELS[m] for m in METHOD_LABELS if m not in have]
         self.available_methods = available
         self.method = w.ToggleButtons(options=[(METHOD_LABELS[m], m) for m in available] or [("none", "none")],
                                       value=method if method in available else (available[0] if available else "none"),
@@ -109,7 +117,7 @@ class EditorApp:
         self.method_note = w.HTML(f"<small>unavailable (no model): {', '.join(missing)}</small>" if missing else "")
         self.order = w.ToggleButtons(options=[("1", 1), ("2", 2), ("hvp", "hvp")], value=order, description="order",
                                      style={"button_width": "60px"})
-        attrs = list(attributes) if attributes is not None else list(session.attributes)
+        attrs = list(attributes) if attributes is not None else session.attributes()
         self.sliders = {a: w.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=step,
                                          description=a.replace("_", " "), continuous_update=True,
                                          readout_format=".1f", style={"description_width": "150px"},
@@ -124,12 +132,12 @@ class EditorApp:
         # -- reference editing -------------------------------------------------------------
         self.ref_source = self.ref_seed = self.ref_attribute = self.ref_apply = self.ref_view = None
         ref_box = None
-        if session.editors:
+        if session.reference_editors:
             self.ref_source = w.Dropdown(options=list(self.references) + [TOY_SAMPLE], value=TOY_SAMPLE,
                                          description="reference")
             self.ref_seed = w.IntSlider(value=seed + 1, min=0, max=9999, description="ref seed",
                                         continuous_update=False)
-            self.ref_attribute = w.Dropdown(options=list(session.editors), description="attribute")
+            self.ref_attribute = w.Dropdown(options=list(session.reference_editors), description="attribute")
             self.ref_apply = w.Button(description="Apply reference", icon="exchange", button_style="info",
                                       layout=w.Layout(width="150px"))
             self.ref_view = image_view()
@@ -180,17 +188,16 @@ class EditorApp:
     @classmethod
     def from_checkpoints(cls, checkpoint="toy", classifier="toy", interfacegan=None, stylespace=None,
                          editors=None, device="cpu", fit_baselines: bool = False, **app_kwargs) -> "EditorApp":
-        """Load the models (see :meth:`EditSession.from_checkpoints`; ``"toy"`` = shipped ToyFaces weights).
+        """Load the models (see :meth:`EditSession.for_domain`, ToyFaces; ``"toy"`` = shipped weights).
         ``fit_baselines=True`` fits InterFaceGAN and StyleSpace on toy generator samples when no files are
         given (a few seconds)."""
-        session = EditSession.from_checkpoints(checkpoint, classifier=classifier, interfacegan=interfacegan,
-                                               stylespace=stylespace, editors=editors, device=device)
-        if fit_baselines and (session.interfacegan is None or session.stylespace is None):
-            from .editing.session import fit_toy_baselines
-
+        session = EditSession.for_domain("toyfaces", encoder=checkpoint, classifier=classifier,
+                                         interfacegan=interfacegan, stylespace=stylespace,
+                                         reference_editors=editors, device=device)
+        if fit_baselines and (Method.INTERFACEGAN not in session.editors or Method.STYLESPACE not in session.editors):
             ifg, ss = fit_toy_baselines(session.G)
-            session.interfacegan = session.interfacegan or ifg
-            session.stylespace = session.stylespace or ss
+            for m, ed in build_editors(interfacegan=ifg, stylespace=ss).items():
+                session.editors.setdefault(m, ed)
         return cls(session, **app_kwargs)
 
     # -- display ---------------------------------------------------------------------------
@@ -287,15 +294,16 @@ class EditorApp:
         return {a: s.value for a, s in self.sliders.items() if s.value != 0 and not s.disabled}
 
     def _supported(self, attribute: str, method: str) -> bool:
-        model = {"ours": self.session.classifier, "interfacegan": self.session.interfacegan,
-                 "stylespace": self.session.stylespace}.get(method)
-        if model is None:
+        if method not in self.available_methods:
             return False
-        names = list(model.attribute_names)
-        if attribute not in names:
-            return False
-        fitted = getattr(model, "fitted", None)
-        return True if fitted is None else bool(fitted[names.index(attribute)])
+        return attribute in self.session.attributes(self._method(method))
+
+    def _method(self, method: str | None = None) -> Method:
+        """The session's Method for the UI's method button (and, for label editing, the order)."""
+        method = method or self.method.value
+        if method == "ours":
+            return {1: Method.LABEL_1, 2: Method.LABEL_2, "hvp": Method.LABEL_HVP}[self.order.value]
+        return Method.parse(method)
 
     def _on_method(self):
         method = self.method.value
@@ -374,12 +382,13 @@ class EditorApp:
         try:
             with self.session.lock:
                 if self._mode == "reference" and self.session.result is not None \
-                        and self.session.result.method == "reference":
+                        and self.session.result.method is Method.REFERENCE:
                     image = self.session.result.image
                 else:
                     method = self.method.value
                     edits = self.edits() if method in self.available_methods else {}
-                    image = self.session.render(edits, method=method if edits else "ours", order=self.order.value)
+                    image = self.session.render(edits, method=self._method()) if edits else \
+                        self.session.render({}, method=Method.LABEL_1)
                 self.preview.value = to_png(image)
                 self.render_count += 1
         except Exception as err:
@@ -442,7 +451,7 @@ class EditorApp:
                 if self._mode != "reference" or self.session.result is None:
                     method = self.method.value
                     edits = self.edits() if method in self.available_methods else {}
-                    self.session.render(edits, method=method if edits else "ours", order=self.order.value)
+                    self.session.render(edits, method=self._method() if edits else Method.LABEL_1)
                 paths = self.session.save(root / f"edit_{k:03d}")
         except Exception as err:
             self._error(err)

@@ -5,7 +5,7 @@ import torch
 
 from stytr.config import InversionTrainConfig
 from stytr.toy import AttributePredictor
-from stytr.toy.encoder import load_encoder
+from stytr import artifacts
 from stytr.train.ablation import METHODS, ablation_table, method_config, train_ablation, write_table
 
 
@@ -23,7 +23,7 @@ def test_ablation_trains_evaluates_and_writes_table(tmp_path):
     models = train_ablation(base)
     assert list(models) == ["pSp", "w/o self", "full"]
     # The exported encoders load back with identical outputs.
-    again = load_encoder(tmp_path / "runs" / "full" / "encoder.safetensors")
+    again = artifacts.load("encoder", tmp_path / "runs" / "full" / "encoder.safetensors")
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(again.encode(x), models["full"].encode(x), atol=1e-2)

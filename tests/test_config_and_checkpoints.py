@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from stytr.__main__ import _config_overrides, build_parser, main
+from stytr.cli import build_parser, main
 from stytr.checkpoints import CheckpointError, load, load_weights, save_atomic, save_weights
 from stytr.config import GeneratorConfig, InversionTrainConfig, ToyDistillConfig
 
@@ -33,15 +33,18 @@ def test_override_errors():
         InversionTrainConfig.preset("toy").override(["bf16=maybe"])
 
 
-def test_cli_override_parsing():
-    assert _config_overrides(["--steps", "5", "--model.heads=2"]) == ["steps=5", "model.heads=2"]
+def test_cli_config_fields_are_flags(capsys):
+    parser, keys = build_parser(["train-inversion", "--preset", "toy"])
+    assert "model.use_self_attn" in keys["train-inversion"] and "lr" in keys["train-inversion"]
+    args = parser.parse_args(["train-inversion", "--preset", "toy", "--lr", "3e-4", "--model.use_self_attn=false"])
+    assert args.preset == "toy" and getattr(args, "cfg:lr") == "3e-4"
     with pytest.raises(SystemExit):
-        _config_overrides(["--steps"])
-    with pytest.raises(SystemExit):
-        _config_overrides(["steps"])
-    assert build_parser().parse_args(["train-inversion", "--preset", "toy"]).preset == "toy"
+        parser.parse_args(["invert", "--restart"])            # invert resumes nothing: no --restart
     with pytest.raises(SystemExit):
         main(["no-such-command"])
+    with pytest.raises(SystemExit) as err:
+        main(["train-inversion", "--preset", "smoke", "--lr", "abc"])
+    assert err.value.code == 2 and "lr" in capsys.readouterr().err
 
 
 class Foreign:

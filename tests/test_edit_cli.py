@@ -6,13 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from stytr.__main__ import main
+from stytr import artifacts
+from stytr.cli import main
 from stytr.checkpoints import load
 from stytr.config import EditTransformerConfig, GeneratorConfig, InversionTrainConfig
 from stytr.editing.interfacegan import InterFaceGAN
 from stytr.models.edit_transformer import EditTransformer
 from stytr.models.latent_classifier import CLASSIFIER_FORMAT, LatentClassifier
-from stytr.models.style_transformer import build_inversion_model
+from stytr.models.inversion import build_inversion_model
 from stytr.toy import render_faces
 
 torch.set_num_threads(1)
@@ -42,6 +43,17 @@ def files(tmp_path_factory):
     return root
 
 
+def _fails(argv, capsys) -> str:
+    """Run the CLI, expect exit status 2 and one line on stderr; return that line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    return lines[0]
+
+
 def _png(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
@@ -50,8 +62,8 @@ def test_label_edit_writes_outputs(files, tmp_path, capsys):
     out = tmp_path / "out"
     main(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
           "--classifier", str(files / "classifier.pt"), "--attribute", "Smiling", "--alpha", "3",
-          "--attribute", "Eyeglasses", "--alpha", "-2", "--order", "hvp", "--output", str(out)])
-    assert "edited (ours" in capsys.readouterr().out
+          "--attribute", "Eyeglasses", "--alpha", "-2", "--method", "label-hvp", "--output", str(out)])
+    assert "edited (label-hvp" in capsys.readouterr().out
     for name in ("edited.png", "input.png", "reconstruction.png", "side_by_side.png", "wplus.pt"):
         assert (out / name).is_file(), name
     side, edited, recon = _png(out / "side_by_side.png"), _png(out / "edited.png"), _png(out / "reconstruction.png")
@@ -59,7 +71,7 @@ def test_label_edit_writes_outputs(files, tmp_path, capsys):
     assert np.abs(edited.astype(int) - recon.astype(int)).mean() > 0.5      # the edit changed the picture
     record = load(out / "wplus.pt")
     assert record["wplus"].shape == (1, 10, 128) and record["space"] == "w+"
-    assert record["edits"] == {"Smiling": 3.0, "Eyeglasses": -2.0} and record["order"] == "hvp"
+    assert record["edits"] == {"Smiling": 3.0, "Eyeglasses": -2.0} and record["method"] == "label-hvp"
     assert not torch.allclose(record["wplus"], record["source_wplus"])
 
 
@@ -84,46 +96,97 @@ def test_reference_edit(files, tmp_path):
 
 
 @pytest.mark.parametrize("flag, message", [("--input", "input photo not found"),
-                                           ("--checkpoint", "inversion checkpoint not found"),
-                                           ("--classifier", "latent classifier checkpoint not found")])
-def test_missing_files_are_clear_errors(files, tmp_path, flag, message):
+                                           ("--checkpoint", "encoder file not found"),
+                                           ("--classifier", "classifier file not found")])
+def test_missing_files_are_clear_errors(files, tmp_path, capsys, flag, message):
     args = {"--checkpoint": str(files / "encoder.pt"), "--input": str(files / "photo.png"),
             "--classifier": str(files / "classifier.pt"), "--output": str(tmp_path / "x")}
     args[flag] = str(tmp_path / "missing.png")
-    argv = ["edit"] + [tok for kv in args.items() for tok in kv]
-    with pytest.raises(SystemExit, match=message) as err:
-        main(argv)
-    assert "missing.png" in str(err.value)
+    line = _fails(["edit"] + [tok for kv in args.items() for tok in kv], capsys)
+    assert message in line and "missing.png" in line
     assert not (tmp_path / "x").exists()
 
 
-def test_usage_errors(files, tmp_path):
+def test_usage_errors(files, tmp_path, capsys):
     base = ["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
-            "--output", str(tmp_path / "x")]
-    with pytest.raises(SystemExit, match="needs --classifier"):
-        main(base)
-    with pytest.raises(SystemExit, match="needs --editor"):
-        main(base + ["--reference", str(files / "ref.png")])
-    with pytest.raises(SystemExit, match="Smilling|Smiling"):
-        main(base + ["--classifier", str(files / "classifier.pt"), "--attribute", "Smilling"])
-    with pytest.raises(SystemExit, match="needs --stylespace"):
-        main(base + ["--method", "stylespace"])
+            "--classifier", str(files / "classifier.pt"), "--output", str(tmp_path / "x")]
+    assert "Smiling" in _fails(base + ["--attribute", "Smilling"], capsys)
+    assert "needs --stylespace" in _fails(base + ["--method", "stylespace"], capsys)
+    assert "no reference editor for 'Eyeglasses'" in _fails(
+        base + ["--reference", str(files / "ref.png"), "--attribute", "Eyeglasses"], capsys)
 
 
-def test_toy_weights_missing_is_a_clear_error(files, tmp_path, monkeypatch):
+@pytest.mark.parametrize("alpha", ["nan", "inf", "1e30", "abc"])
+def test_absurd_strengths_are_refused(files, tmp_path, capsys, alpha):
+    line = _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
+                   "--classifier", str(files / "classifier.pt"), "--alpha", alpha, "--output", str(tmp_path / "x")],
+                  capsys)
+    assert alpha in line and ("outside" in line or "not a number" in line)
+    assert not (tmp_path / "x" / "wplus.pt").exists()
+
+
+def test_unmodelled_attribute_is_refused(files, tmp_path, capsys):
+    """ToyFaces does not model Wearing_Hat: an edit of it is an error, not a silent no-op."""
+    line = _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
+                   "--classifier", str(files / "classifier.pt"), "--attribute", "Wearing_Hat", "--alpha", "3",
+                   "--output", str(tmp_path / "x")], capsys)
+    assert "Wearing_Hat" in line and "does not model" in line
+
+
+def test_output_never_overwrites_the_input(files, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "input.png").write_bytes((files / "photo.png").read_bytes())
+    before = (photos / "input.png").read_bytes()
+    line = _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos / "input.png"),
+                   "--classifier", str(files / "classifier.pt"), "--output", str(photos)], capsys)
+    assert "refusing to overwrite the input" in line
+    assert (photos / "input.png").read_bytes() == before
+    assert sorted(p.name for p in photos.iterdir()) == ["input.png"]
+    assert "--output is empty" in _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input",
+                                          str(photos / "input.png"), "--output", ""], capsys)
+
+
+def test_invert_refuses_its_input_folder_and_skips_unreadable_images(files, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        (photos / name).write_bytes((files / "photo.png").read_bytes())
+    (photos / "a.jpg").write_bytes((files / "photo.png").read_bytes())   # same stem, other extension
+    (photos / "broken.png").write_bytes(b"not an image")
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    line = _fails(["invert", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos),
+                   "--output", str(photos / "out")], capsys)
+    assert "inside the input folder" in line
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+    main(["invert", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos), "--output",
+          str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "inverted 3 image(s)" in captured.out
+    names = sorted(p.name for p in (tmp_path / "out" / "reconstructions").iterdir())
+    assert names == ["a_jpg.png", "a_png.png", "b.png"]
+    # a rerun into an output folder inside the input, forced, never takes the outputs as inputs
+    main(["invert", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos), "--output",
+          str(photos / "out"), "--force"])
+    main(["invert", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos), "--output",
+          str(photos / "out"), "--force"])
+    assert "inverted 3 image(s)" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_toy_weights_missing_is_a_clear_error(files, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STYTR_DATA", str(tmp_path / "empty"))
-    with pytest.raises(SystemExit, match="shipped ToyFaces encoder"):
-        main(["edit", "--checkpoint", "toy", "--classifier", "toy", "--input", str(files / "photo.png"),
-              "--output", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="shipped ToyFaces latent classifier"):
-        main(["edit", "--checkpoint", str(files / "encoder.pt"), "--classifier", "toy",
-              "--input", str(files / "photo.png"), "--output", str(tmp_path / "x")])
+    line = _fails(["edit", "--checkpoint", "toy", "--classifier", "toy", "--input", str(files / "photo.png"),
+                   "--output", str(tmp_path / "x")], capsys)
+    assert "shipped encoder 'toy' is missing" in line and "toyfaces_style_transformer" in line
+    line = _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--classifier", "toy",
+                   "--input", str(files / "photo.png"), "--output", str(tmp_path / "x")], capsys)
+    assert "shipped classifier 'toy' is missing" in line
 
 
 def test_shipped_toy_weights_end_to_end(tmp_path):
     """The CLI on the shipped ToyFaces weights: copy Male from a reference face, then add glasses by label."""
     from stytr.attributes import CELEBA_ATTRIBUTES
-    from stytr.toy import load_attribute_predictor, sample_z, labels_z, render_z
+    from stytr.toy import sample_z, labels_z, render_z
 
     z = sample_z(200, seed=9)
     male = labels_z(z)[:, CELEBA_ATTRIBUTES.index("Male")].astype(bool)
@@ -135,7 +198,7 @@ def test_shipped_toy_weights_end_to_end(tmp_path):
           "--attribute", "Male", "--editor", "toy", "--output", str(tmp_path / "ref_edit")])
     main(["edit", "--checkpoint", "toy", "--classifier", "toy", "--input", str(tmp_path / "src.png"),
           "--attribute", "Eyeglasses", "--alpha", "8", "--output", str(tmp_path / "label_edit")])
-    predictor = load_attribute_predictor()
+    predictor = artifacts.load("predictor", "toy")
 
     def predicted(path, attribute):
         x = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1)

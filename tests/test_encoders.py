@@ -18,8 +18,9 @@ from stytr.config import GeneratorConfig, InversionConfig
 from stytr.models.attention import MultiHeadAttention, TransformerBlock
 from stytr.models.irse import IRSEBackbone, IRSETrunk, load_ir_se50_weights
 from stytr.models.psp import E4E, PSP
-from stytr.models.style_transformer import (InversionModel, StyleTransformer, build_encoder, build_inversion_model,
-                                            convert_official_state_dict, count_encoder_parameters)
+from stytr.models.inversion import InversionModel, build_encoder, build_inversion_model, count_encoder_parameters
+from stytr.models.release import convert_official_state_dict
+from stytr.models.style_transformer import StyleTransformer
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from stytr.editing import Editor, LabelEditor
 from stytr.eval import complexity as cx
 from stytr.eval import metrics, rescoring
 from stytr.models.latent_classifier import LatentClassifier
-from stytr.models.style_transformer import build_inversion_model
+from stytr.models.inversion import build_inversion_model
 from stytr.toy import ATTRIBUTES, AttributePredictor, render_faces
 
 torch.set_num_threads(1)
@@ -70,6 +70,7 @@ class _Identity(nn.Module):
 
 def test_evaluate_reconstruction_identity_and_model(faces):
     predictor = AttributePredictor().eval()
+    predictor.modelled = tuple(ATTRIBUTES)      # as Domain.load('predictor') sets it
     perfect = metrics.evaluate_reconstruction(_Identity(), faces, batch=4, predictor=predictor, lpips=False)
     assert perfect["n"] == 6 and perfect["mse"] == 0 and perfect["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert perfect["lpips"] is None and perfect["predictor_distance"] == pytest.approx(0.0, abs=1e-6)

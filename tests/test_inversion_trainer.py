@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from stytr.config import InversionTrainConfig
-from stytr.models.style_transformer import InversionModel
+from stytr.models.inversion import InversionModel
 from stytr.train.distributed import DistInfo
 from stytr.train.inversion import InversionTrainer
 

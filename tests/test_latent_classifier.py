@@ -9,7 +9,8 @@ from stytr.attributes import (CELEBA_ATTRIBUTES, UnknownAttributeError, attribut
 from stytr.checkpoints import CheckpointError
 from stytr.config import LatentClassifierTrainConfig
 from stytr.models.latent_classifier import LatentClassifier
-from stytr.train.latent_classifier import masked_bce, prepare_labels, train_latent_classifier
+from stytr.attributes import prepare_labels
+from stytr.train.latent_classifier import masked_bce, train_latent_classifier
 
 torch.set_num_threads(1)
 

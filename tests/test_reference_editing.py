@@ -1,7 +1,6 @@
 """Reference-editing trainer: loss, frozen parts, exact resume, export, evaluation, errors."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -11,8 +10,9 @@ from torch import nn
 from stytr.attributes import UnknownAttributeError
 from stytr.config import ReferenceEditTrainConfig
 from stytr.models.edit_transformer import EditTransformer
-from stytr.train.reference_editing import (ReferenceEditTrainer, cmd_train_reference_editor,
-                                           build_model, evaluate_reference_editor, load_codes,
+from stytr import artifacts
+from stytr.cli import main
+from stytr.train.reference_editing import (ReferenceEditTrainer, build_model, evaluate_reference_editor, load_codes,
                                            train_reference_editor)
 
 torch.set_num_threads(1)
@@ -187,22 +187,16 @@ def test_cli_function(tmp_path, capsys):
     from stytr.checkpoints import save_atomic
 
     save_atomic({"latents": codes()}, tmp_path / "latents.pt")
-    args = argparse.Namespace(preset="smoke", restart=False, threads=None)
-    cmd_train_reference_editor(args, ["--codes", str(tmp_path / "latents.pt"), "--out", str(tmp_path / "cli"),
-                                      "--attribute", "Male", "--steps", "2"])
+    main(["train-reference-editor", "--preset", "smoke", "--codes", str(tmp_path / "latents.pt"),
+          "--out", str(tmp_path / "cli"), "--attribute", "Male", "--steps", "2"])
     assert "[Male]: transfer" in capsys.readouterr().out
     assert (tmp_path / "cli" / "final.pt").exists()
 
 
 def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
-    """--ship writes only the editing block; load_reference_editor reassembles it with the shipped
-    generator and classifier (here smoke-sized stand-ins in a temporary data folder)."""
-    from stytr.checkpoints import save_atomic, save_weights
-    from stytr.checkpoints import CheckpointError
-    from stytr.editing.session import TOY_CLASSIFIER_FILE
-    from stytr.toy.generator import GENERATOR_FILE
-    from stytr.toy.reference_editor import editor_file, load_reference_editor
-    from stytr.train.latent_classifier import export_safetensors
+    """--ship writes only the editing block; artifacts.load reassembles it with the shipped generator and
+    classifier (here smoke-sized stand-ins in a temporary data folder)."""
+    from stytr.checkpoints import CheckpointError, save_atomic, save_weights
 
     data = tmp_path / "data"
     data.mkdir()
@@ -211,22 +205,20 @@ def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
     cfg = smoke(tmp_path, "ship", codes=str(tmp_path / "latents.pt"), attribute="Bangs", steps=2)
     model = build_model(cfg)
     generator = cfg.model.generator.build()
-    save_weights(generator.state_dict(), data / GENERATOR_FILE,
+    save_weights(generator.state_dict(), artifacts.find("generator", "toy").path,
                  metadata={"generator_config": json.dumps(cfg.model.generator.to_dict())})
-    export_safetensors(model.classifier, data / TOY_CLASSIFIER_FILE)
-
-    args = argparse.Namespace(preset="toy", restart=False, threads=None, ship=True)
-    from stytr.train import reference_editing
-    monkeypatch.setattr(reference_editing.ReferenceEditTrainConfig, "preset",
-                        classmethod(lambda cls, name, **kw: cfg))
-    cmd_train_reference_editor(args, [])
+    artifacts.export("classifier", model.classifier, artifacts.find("classifier", "toy").path)
+    cfg = cfg.override({"model.generator.checkpoint": "toy", "model.classifier_checkpoint": "toy"})
+    from stytr.config import ReferenceEditTrainConfig as RC
+    monkeypatch.setattr(RC, "PRESETS", {**RC.PRESETS, "toy": cfg.to_dict()})
+    main(["train-reference-editor", "--preset", "toy", "--ship"])
     assert "shipped" in capsys.readouterr().out
-    path = data / editor_file("Bangs")
+    path = artifacts.find("reference_editor", "toy", "Bangs").path
     assert path.stat().st_size < 2_000_000
     trained = EditTransformer.from_checkpoint(tmp_path / "ship" / "final.pt")
-    loaded = load_reference_editor("bangs")
+    loaded = artifacts.load("reference_editor", "toy", attribute="bangs")
     src, ref = codes(4, seed=1), codes(4, seed=2)
     with torch.no_grad():
         assert torch.allclose(loaded(src, ref), trained(src, ref), atol=5e-3)   # fp16 storage
     with pytest.raises(CheckpointError, match="toyfaces_reference_editor_smiling"):
-        load_reference_editor("Smiling")          # no such shipped file: the error names it
+        artifacts.load("reference_editor", "toy", attribute="Smiling")   # no such shipped file: the error names it

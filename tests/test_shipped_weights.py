@@ -5,43 +5,47 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stytr import artifacts
 from stytr.checkpoints import REPO_ROOT, load_weights
 from stytr.eval.metrics import average_face_mse
-from stytr.toy import ToyFacesDataset, load_attribute_predictor, load_generator
-from stytr.toy.encoder import ENCODER_FILE, load_encoder
-from stytr.toy.generator import GENERATOR_FILE
-from stytr.toy.reference_editor import EDITOR_ATTRIBUTES, editor_file, load_reference_editor
+from stytr.toy import ToyFacesDataset
 
 DATA = REPO_ROOT / "data"
+SHIPPED = [a for a in artifacts.ARTIFACTS if a.shipped]
+LIMIT_MB = {"encoder": 15, "reference_editor": 5}
 
 
-@pytest.mark.parametrize("name, limit_mb", [(GENERATOR_FILE, 10), (ENCODER_FILE, 15),
-                                            ("toyfaces_latent_classifier.safetensors", 10)]
-                         + [(editor_file(a), 5) for a in EDITOR_ATTRIBUTES])
-def test_shipped_file_budget_and_provenance(name, limit_mb):
+def test_every_shipped_file_is_registered():
+    """artifacts.ARTIFACTS is the one table of shipped files: nothing in data/ is missing from it."""
+    assert {a.file for a in SHIPPED} == {p.name for p in DATA.glob("*.safetensors")}
+
+
+@pytest.mark.parametrize("art", SHIPPED, ids=lambda a: a.file)
+def test_shipped_file_budget_and_provenance(art):
+    name = art.file
     path = DATA / name
-    assert path.stat().st_size < limit_mb * 2 ** 20
+    assert path.stat().st_size < LIMIT_MB.get(art.kind, 10) * 2 ** 20
     tensors, meta = load_weights(path)
     assert all(t.dtype == torch.float32 for t in tensors.values() if t.is_floating_point())
-    if name != "toyfaces_latent_classifier.safetensors":
+    if art.kind not in ("classifier", "predictor"):   # shipped before the command was recorded
         assert "python -m stytr" in meta["command"]
 
 
 @torch.no_grad()
 def test_shipped_encoder_reconstructs_better_than_the_average_face():
-    model = load_encoder()
+    model = artifacts.load("encoder", "toy")
     x = ToyFacesDataset(32, seed=123_456).images
     recon = model(x, randomize_noise=False)
     assert ((recon - x) ** 2).mean() < 0.5 * average_face_mse(model, x)
-    assert model.decoder.size == load_generator().size
+    assert model.decoder.size == artifacts.load("generator", "toy").size
 
 
 @torch.no_grad()
 def test_shipped_reference_editor_copies_its_attribute():
     from stytr.attributes import CELEBA_ATTRIBUTES
 
-    predictor = load_attribute_predictor()
-    editor = load_reference_editor("Male")
+    predictor = artifacts.load("predictor", "toy")
+    editor = artifacts.load("reference_editor", "toy", attribute="Male")
     G, male = editor.decoder, CELEBA_ATTRIBUTES.index("Male")
     torch.manual_seed(0)
     w = G.style(torch.randn(128, G.style_dim)).unsqueeze(1).repeat(1, G.n_latent, 1)

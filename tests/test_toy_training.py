@@ -6,7 +6,7 @@ import torch
 from stytr.checkpoints import load_weights
 from stytr.config import ToyDistillConfig, ToyPredictorConfig
 from stytr.toy import AttributePredictor
-from stytr.toy.generator import load_generator
+from stytr import artifacts
 from stytr.train.toy_generator import batch_z, export_from_checkpoint, multiscale_l1, train_toy_generator
 from stytr.train.toy_predictor import random_blur, train_toy_predictor
 
@@ -30,13 +30,13 @@ def test_distillation_resumes_and_exports(tmp_path):
     predictor = AttributePredictor()
     cfg = ToyDistillConfig.preset("smoke", out=str(tmp_path / "a"), steps=4, ckpt_every=2)
     train_toy_generator(cfg, predictor=predictor)
-    straight = load_generator(tmp_path / "a" / "toyfaces_generator.safetensors")
+    straight = artifacts.load("generator", tmp_path / "a" / "toyfaces_generator.safetensors")
 
     # Stop after 2 steps, then run the same command to 4: the result equals the uninterrupted run.
     b = cfg.override({"out": str(tmp_path / "b")})
     train_toy_generator(b.override({"steps": 2}), predictor=predictor)
     report = train_toy_generator(b, predictor=predictor)
-    resumed = load_generator(tmp_path / "b" / "toyfaces_generator.safetensors")
+    resumed = artifacts.load("generator", tmp_path / "b" / "toyfaces_generator.safetensors")
     for (n, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), n
     assert report["steps"] == 4 and (tmp_path / "b" / "samples_000004.png").exists()
@@ -44,7 +44,7 @@ def test_distillation_resumes_and_exports(tmp_path):
     assert json.loads(meta["generator_config"])["size"] == 64
     # An exported checkpoint names the command that reproduces it; one from before the end says which part.
     report = export_from_checkpoint(tmp_path / "b" / "last.pt", tmp_path / "export.safetensors")
-    exported = load_generator(tmp_path / "export.safetensors")
+    exported = artifacts.load("generator", tmp_path / "export.safetensors")
     assert report["steps"] == 4 and torch.equal(exported.conv1.conv.weight, resumed.conv1.conv.weight)
     assert load_weights(tmp_path / "export.safetensors")[1]["command"].endswith("--preset toy --ship")
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)

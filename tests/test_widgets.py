@@ -14,10 +14,12 @@ pytest.importorskip("ipywidgets")
 
 from stytr.checkpoints import load  # noqa: E402
 from stytr.config import EditTransformerConfig, GeneratorConfig, InversionTrainConfig  # noqa: E402
-from stytr.editing.session import EditSession, random_toy_session  # noqa: E402
+from stytr.editing import Method, build_editors  # noqa: E402
+from stytr.editing.session import EditSession  # noqa: E402
+from stytr.toy.baselines import random_toy_session  # noqa: E402
 from stytr.models.edit_transformer import EditTransformer  # noqa: E402
 from stytr.models.latent_classifier import LatentClassifier  # noqa: E402
-from stytr.models.style_transformer import build_inversion_model  # noqa: E402
+from stytr.models.inversion import build_inversion_model  # noqa: E402
 from stytr.toy import render_faces  # noqa: E402
 from stytr.widgets import EditorApp  # noqa: E402
 
@@ -94,7 +96,7 @@ def test_method_and_order_switching(app):
         assert app.order.disabled == (method != "ours")
         app.update_now()
         assert app.last_error is None, app.last_error
-        assert app.session.result.method == method
+        assert app.session.result.method == (Method.LABEL_1 if method == "ours" else Method(method))
         previews[method] = app.preview.value
     assert len(set(previews.values())) == 3
     app.method.value = "stylespace"
@@ -104,14 +106,14 @@ def test_method_and_order_switching(app):
     for order in (2, "hvp"):
         app.order.value = order
         app.update_now()
-        assert app.session.result.order == order and app.last_error is None
+        assert app.session.result.method.order == order and app.last_error is None
 
 
 def test_missing_methods_are_left_out(tmp_path):
     torch.manual_seed(1)
     model = build_inversion_model(InversionTrainConfig.preset("smoke").model).eval()
     clf = LatentClassifier(n_latent=10, style_dim=128, hidden=(64, 32), embed_dim=8)
-    app = EditorApp(EditSession(model, clf), output_dir=str(tmp_path))
+    app = EditorApp(EditSession(model, build_editors(clf)), output_dir=str(tmp_path))
     assert [v for _, v in app.method.options] == ["ours"] and app.method.disabled
     assert "InterFaceGAN" in app.method_note.value and "StyleSpace" in app.method_note.value
     assert app.ref_apply is None
@@ -155,7 +157,7 @@ def test_reference_editing(app, tmp_path):
     assert app.ref_view.value != ref_png
     app.sliders["Smiling"].value = 1.0                      # back to label editing
     app.update_now()
-    assert app.session.result.method == "ours"
+    assert app.session.result.method is Method.LABEL_1
 
 
 def test_reference_editor_without_generator_from_checkpoint(session, tmp_path):
@@ -164,7 +166,7 @@ def test_reference_editor_without_generator_from_checkpoint(session, tmp_path):
                                        classifier_hidden=(32, 16), classifier_embed_dim=4)
     torch.save(EditTransformer(cfg).checkpoint_dict(), tmp_path / "editor.pt")
     loaded = EditTransformer.from_checkpoint(tmp_path / "editor.pt")
-    s = EditSession(session.model, session.classifier, editors={"Young": loaded})
+    s = EditSession(session.model, {m: session.editors[m] for m in session.methods}, {"Young": loaded})
     s.set_image(render_faces(1, seed=1, size=64)[0][0])
     out = s.reference_edit(render_faces(1, seed=2, size=64)[0][0], "young")
     assert out.shape == (3, 64, 64) and s.result.reference["attribute"] == "Young"

@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..attributes import CELEBA_ATTRIBUTES, attribute_index, attribute_indices
+from ..attributes import CELEBA_ATTRIBUTES, attribute_index, attribute_indices, prepare_labels
 from ..checkpoints import CheckpointError, load, save_atomic
 
 __all__ = ["InterFaceGAN", "fit_logistic", "to_w"]
@@ -102,7 +102,6 @@ class InterFaceGAN:
         Attributes whose known labels are all equal cannot be fitted and are
         marked unfitted too.
         """
-        from ..train.latent_classifier import prepare_labels
 
         x = to_w(torch.as_tensor(codes)).detach().cpu()
         y, known = prepare_labels(torch.as_tensor(labels).cpu(), None if mask is None else torch.as_tensor(mask).cpu())

@@ -1,22 +1,21 @@
 """One photo, many edits: invert once, then render label / baseline / reference edits on demand.
 
-:class:`EditSession` is what the ``edit`` command and the interactive editor
-(:class:`stytr.widgets.EditorApp`) share::
+:class:`EditSession` is what the ``edit`` command and the interactive editor share::
 
-    session = EditSession.from_checkpoints("toy", classifier="toy")
+    session = EditSession.for_domain("toyfaces")     # the domain's shipped encoder, classifier, editors
     session.set_image("photo.png")                   # or a tensor / PIL image; align=True runs dlib first
-    img = session.render({"Smiling": 3, "Eyeglasses": -2}, method="ours", order=1)
+                                                     # (then session.paste_back() puts the edit back)
+    img = session.render({"Smiling": 3, "Eyeglasses": -2}, method=Method.LABEL_1)
     session.save("out/")                             # edited.png, wplus.pt (+ input, reconstruction, side by side)
 
-Strengths are signed: ``+s`` moves the attribute toward presence (target 1),
-``-s`` toward absence (target 0), with step ``|s|``; several edits are applied one
-after the other, in the dict's order. ``method`` is ``"ours"`` (label editing with
-the latent classifier, ``order`` 1, 2 or ``"hvp"``), ``"interfacegan"`` (signed
-step along the boundary normal) or ``"stylespace"`` (the attribute's top style
-channel; its edited code lives in S). Rendering uses the generator's stored noise
-so that edits compare pixel to pixel. Results are cached per (method, order,
-edits) for the current image, so moving a slider back to a value seen before costs
-nothing.
+The session holds one :class:`~stytr.editing.Editor` per :class:`~stytr.editing.Method`
+(label editing of orders 1, 2 and hvp when a latent classifier is given, InterFaceGAN,
+StyleSpace) and one reference editor per attribute. Strengths are signed: ``+s`` moves the
+attribute toward presence, ``-s`` toward absence, with step ``|s|``; several edits apply one
+after the other, in the dict's order. Only attributes that both the domain and the editor in
+use model are accepted, and strengths must be finite and within ``max_strength``. Rendering
+uses the generator's stored noise so that edits compare pixel to pixel; results are cached per
+(method, edits) for the current image.
 """
 from __future__ import annotations
 
@@ -27,40 +26,25 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..attributes import CELEBA_ATTRIBUTES, attribute_index
-from ..checkpoints import CheckpointError, save_atomic
-from .interfacegan import InterFaceGAN
-from .label import label_edit
-from .stylespace import StyleSpace
+from ..attributes import CELEBA_ATTRIBUTES, attribute_name
+from ..checkpoints import save_atomic
+from ..domains import Domain, get_domain
+from . import LATENT_METHODS, Editor, InterFaceGANEditor, Method, StyleSpaceEditor, build_editors, check_strength
 
-__all__ = ["EditSession", "EditResult", "METHODS", "ORDERS", "load_classifier", "load_toy_classifier",
-           "fit_toy_baselines", "random_toy_session", "edit_photo", "TOY_CLASSIFIER_FILE"]
-
-METHODS = ("ours", "interfacegan", "stylespace")
-ORDERS = (1, 2, "hvp")
-TOY_CLASSIFIER_FILE = "toyfaces_latent_classifier.safetensors"
-
-
-def _parse_order(order):
-    if isinstance(order, str) and order.isdigit():
-        order = int(order)
-    if order not in ORDERS:
-        raise ValueError(f"order must be 1, 2 or 'hvp', got {order!r}")
-    return order
+__all__ = ["EditSession", "EditResult"]
 
 
 class EditResult:
     """One rendered edit: ``image`` (3, H, W) in [-1, 1], ``latent`` (W+ (1, N, D), or the list of S codes
     when ``space == 's'``), and what produced it."""
 
-    def __init__(self, image: torch.Tensor, latent, space: str, method: str, order, edits: dict,
+    def __init__(self, image: torch.Tensor, latent, space: str, method: Method, edits: dict,
                  reference: dict | None = None, seconds: float = 0.0):
         self.image, self.latent, self.space = image, latent, space
-        self.method, self.order, self.edits, self.reference = method, order, dict(edits), reference
+        self.method, self.edits, self.reference = method, dict(edits), reference
         self.seconds = seconds
 
     @property
@@ -68,76 +52,77 @@ class EditResult:
         return self.latent if self.space == "w+" else None
 
     def __repr__(self) -> str:
-        what = f"reference={self.reference}" if self.reference else f"edits={self.edits}"
-        return f"EditResult(method={self.method!r}, order={self.order!r}, {what})"
+        what = f"reference={self.reference['attribute']}" if self.reference else f"edits={self.edits}"
+        return f"EditResult(method={self.method}, {what})"
 
 
 class EditSession:
-    """An inversion model plus the editors that are available for it.
+    """An inversion model, the editors available for it, and the current image.
 
-    ``classifier``: a :class:`~stytr.models.latent_classifier.LatentClassifier` (label editing, "ours");
-    ``interfacegan``: an :class:`~stytr.editing.interfacegan.InterFaceGAN`; ``stylespace``: a
-    :class:`~stytr.editing.stylespace.StyleSpace`; ``editors``: ``{attribute: EditTransformer}`` for
-    reference editing. ``attributes`` lists the attributes offered (default: the classifier's, or for a
-    toy-sized model the ToyFaces attributes it knows). ``seed`` fixes order 2's random probe.
+    ``OUTPUT_FILES`` are the names :meth:`save` writes into its folder.
+
+    ``editors``: ``{Method: Editor}`` for the latent methods; ``reference_editors``:
+    ``{attribute: EditTransformer}``. ``domain`` says which attributes exist and are modelled
+    and gives the default strengths (:meth:`Domain.editing_config`).
     """
 
-    def __init__(self, model, classifier=None, interfacegan: InterFaceGAN | None = None,
-                 stylespace: StyleSpace | None = None, editors: Mapping[str, Any] | None = None,
-                 attributes=None, seed: int = 0, cache_size: int = 64, conditioned_on=None):
+    OUTPUT_FILES = ("edited.png", "wplus.pt", "input.png", "reconstruction.png", "side_by_side.png")
+
+    def __init__(self, model, editors: Mapping[Method, Editor] | None = None,
+                 reference_editors: Mapping[str, Any] | None = None, domain: Domain | str = "toyfaces",
+                 seed: int = 0, cache_size: int = 64):
         if getattr(model, "decoder", None) is None:
             raise ValueError("EditSession needs an inversion model with its generator (build_generator=True)")
         self.model = model.eval()
         self.device = next(model.parameters()).device
-        self.classifier = classifier.to(self.device).eval() if classifier is not None else None
-        if self.classifier is not None:
-            self.classifier.requires_grad_(False)
-        self.interfacegan, self.stylespace = interfacegan, stylespace
-        if self.stylespace is not None and self.stylespace.generator is None:
-            self.stylespace.generator = self.G
-        self.editors = {_lenient_name(a): e.eval() for a, e in (editors or {}).items()}
-        self.conditioned_on = list(conditioned_on or [])
+        self.domain = get_domain(domain)
+        self.config = self.domain.editing_config()
+        self.editors = {Method.parse(m): e for m, e in (editors or {}).items()}
+        for editor in self.editors.values():
+            for module in (getattr(editor, "classifier", None),):
+                if module is not None:
+                    module.to(self.device).eval().requires_grad_(False)
+            if isinstance(editor, StyleSpaceEditor) and editor.model.generator is None:
+                editor.model.generator = self.G
+        self.reference_editors = {attribute_name(a, self.domain.attributes): e.eval()
+                                  for a, e in (reference_editors or {}).items()}
         self.seed, self.cache_size = seed, cache_size
-        self.attributes = list(attributes) if attributes is not None else self._default_attributes()
         self.lock = threading.RLock()
         self._cache: OrderedDict = OrderedDict()
         self.image = self.wplus = self.reconstruction = None
         self.source = None
+        self.photo = self.alignment = None   # the original photo and its Alignment, when aligned
         self.result: EditResult | None = None
         self.render_count = 0           # renders that ran the generator (cache misses)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_checkpoints(cls, checkpoint="toy", classifier=None, interfacegan=None, stylespace=None,
-                         editors: Mapping[str, Any] | None = None, device="cpu", **kwargs) -> "EditSession":
-        """Load everything from files: ``checkpoint`` / ``classifier`` may be ``"toy"`` (the shipped
-        ToyFaces weights); ``interfacegan`` / ``stylespace`` are files written by their ``save``;
-        ``editors`` maps attributes to EditTransformer checkpoints. Missing files raise
-        FileNotFoundError or :class:`~stytr.checkpoints.CheckpointError` naming them."""
-        from ..inference import load_inversion_model
+    def for_domain(cls, domain: Domain | str = "toyfaces", encoder=None, classifier=None, interfacegan=None,
+                   stylespace=None, reference_editors: Mapping[str, Any] | None = None, device="cpu",
+                   seed: int = 0, **kwargs) -> "EditSession":
+        """Load the pieces through :mod:`stytr.artifacts`: each argument is a spec (registered name,
+        path or module); ``encoder`` and ``classifier`` default to the domain's, ``False`` leaves a
+        piece out. ``reference_editors`` maps attributes to specs (``None``: none)."""
+        dom = get_domain(domain)
+        model = dom.load("encoder", device, spec=encoder or None)
+        editors: dict[Method, Editor] = {}
+        if classifier is not False and (classifier or dom.classifier):
+            clf = dom.load("classifier", device, spec=classifier or None, style_dim=model.cfg.style_dim)
+            editors.update(build_editors(clf, seed=seed))
+        if interfacegan:
+            editors[Method.INTERFACEGAN] = InterFaceGANEditor(dom.load("interfacegan", device, spec=interfacegan))
+        if stylespace:
+            editors[Method.STYLESPACE] = StyleSpaceEditor(dom.load("stylespace", device, spec=stylespace,
+                                                                   generator=model.decoder))
+        refs = {a: dom.load("reference_editor", device, spec=spec, attribute=a,
+                            classifier=classifier if classifier and not isinstance(classifier, torch.nn.Module) else None)
+                for a, spec in (reference_editors or {}).items()}
+        return cls(model, editors, refs, domain=dom, seed=seed, **kwargs)
 
-        model = _load_inversion(checkpoint, device, load_inversion_model)
-        clf = load_classifier(classifier, model, device) if classifier else None
-        ifg = InterFaceGAN.load(interfacegan) if interfacegan else None
-        ss = StyleSpace.load(stylespace, generator=model.decoder) if stylespace else None
-        eds = {}
-        for attr, path in (editors or {}).items():
-            eds[attr] = load_editor(path, classifier if _is_file(classifier) else None, device, attribute=attr)
-        return cls(model, clf, ifg, ss, eds, **kwargs)
-
-    def _default_attributes(self) -> list[str]:
-        names = None
-        for source in (self.classifier, self.interfacegan, self.stylespace):
-            if source is not None:
-                names = list(source.attribute_names)
-                break
-        if names is None:
-            names = list(self.editors) or list(CELEBA_ATTRIBUTES)
-        if list(names) == list(CELEBA_ATTRIBUTES) and self.model.cfg.style_dim == 128:
-            from ..toy import ATTRIBUTES as TOY_ATTRIBUTES   # a toy-sized model: the attributes ToyFaces models
-
-            names = list(TOY_ATTRIBUTES)
-        return names
+    def add_editor(self, method, editor: Editor) -> None:
+        with self.lock:
+            self.editors[Method.parse(method)] = editor
+            self._cache.clear()
 
     @property
     def G(self):
@@ -148,16 +133,31 @@ class EditSession:
         return int(self.model.cfg.input_size)
 
     @property
-    def methods(self) -> dict[str, bool]:
-        """Which edit methods have their model: ``{"ours": bool, "interfacegan": bool, "stylespace": bool}``."""
-        return {"ours": self.classifier is not None, "interfacegan": self.interfacegan is not None,
-                "stylespace": self.stylespace is not None}
+    def methods(self) -> list[Method]:
+        """The latent methods that have an editor, in :class:`Method` order."""
+        return [m for m in LATENT_METHODS if m in self.editors]
+
+    def attributes(self, method=None) -> list[str]:
+        """The attributes an edit may name: those the domain models and, for ``method``, its editor
+        was fitted on."""
+        names = list(self.domain.modelled)
+        editor = self.editors.get(Method.parse(method)) if method is not None else None
+        fitted = editor.attributes() if editor is not None else None
+        return [a for a in names if fitted is None or a in fitted]
+
+    def default_strength(self, method, attribute: str | None = None) -> float:
+        return self.config.strength(Method.parse(method), attribute)
 
     # -- the image -------------------------------------------------------------------------
     def load_input(self, image, align: bool = False, landmarks=None, detector=None) -> torch.Tensor:
         """Any image source -> (3, size, size) in [-1, 1]: a tensor ((3, H, W) or (1, 3, H, W), values in
-        [-1, 1]), a path or a PIL image. ``align=True`` runs FFHQ alignment (dlib, ``landmarks`` = the
-        68-point ``.dat``); otherwise the picture is centre-cropped and resized."""
+        [-1, 1]), a path or a PIL image. ``align=True`` runs FFHQ alignment on the most confident face
+        (dlib; ``landmarks`` = another 68-point ``.dat`` than the bundled one); otherwise the picture is
+        centre-cropped and resized."""
+        return self._load(image, align, landmarks, detector)[0]
+
+    def _load(self, image, align: bool, landmarks, detector):
+        """(tensor, photo, alignment): the photo and its Alignment record when ``align``, else None."""
         from PIL import Image
 
         from ..data.folders import load_image, pil_to_tensor
@@ -176,25 +176,27 @@ class EditSession:
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x[None], size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
                                   align_corners=None if x.shape[-1] > size else False)[0]
-            return x.clamp(-1, 1)
-        if isinstance(image, Image.Image):
-            if align:
-                from ..data.align import detect_and_align
-
-                image = detect_and_align(image, detector, output_size=size, name="the picture",
-                                         predictor_path=landmarks)[0].image
-            return pil_to_tensor(image, size)
+            return x.clamp(-1, 1), None, None
         if isinstance(image, (str, os.PathLike)):
             path = Path(image).expanduser()
             if not path.exists():
                 raise FileNotFoundError(f"input image not found: {path}")
-            if align:
-                from ..data.align import align_photo
+            if not align:
+                return load_image(path, size), None, None
+            from ..data.align import open_photo
 
-                aligned = align_photo(path, predictor_path=landmarks, output_size=size, detector=detector)
-                return pil_to_tensor(aligned[0], size)
-            return load_image(path, size)
-        raise TypeError(f"set_image takes a tensor, a path or a PIL image, not {type(image).__name__}")
+            image, name = open_photo(path), str(path)
+        elif isinstance(image, Image.Image):
+            name = "the picture"
+        else:
+            raise TypeError(f"set_image takes a tensor, a path or a PIL image, not {type(image).__name__}")
+        if not align:
+            return pil_to_tensor(image, size), None, None
+        from ..data.align import detect_and_align
+
+        photo = image.convert("RGB")
+        record = detect_and_align(photo, detector, output_size=size, name=name, predictor_path=landmarks)[0]
+        return pil_to_tensor(record.image, size), photo, record
 
     @torch.no_grad()
     def invert(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,15 +205,55 @@ class EditSession:
         return w, self._decode(w)
 
     def set_image(self, image, align: bool = False, landmarks=None, detector=None) -> torch.Tensor:
-        """Load (and optionally align) ``image``, invert it; returns the reconstruction (3, size, size)."""
-        x = self.load_input(image, align=align, landmarks=landmarks, detector=detector)
+        """Load (and optionally align) ``image``, invert it; returns the reconstruction (3, size, size).
+        With ``align`` the photo and its :class:`~stytr.data.align.Alignment` are kept (``photo``,
+        ``alignment``) so that :meth:`paste_back` can put the edit back."""
+        x, photo, record = self._load(image, align, landmarks, detector)
+        source = str(image) if isinstance(image, (str, os.PathLike)) else type(image).__name__
+        self._set(x, source, photo, record)
+        return self.reconstruction
+
+    def set_face(self, photo, alignment) -> torch.Tensor:
+        """Invert one face already aligned from ``photo`` (an :class:`~stytr.data.align.Alignment`, e.g.
+        one of ``detect_and_align(photo, all_faces=True)``); keeps both for :meth:`paste_back`."""
+        from ..data.folders import pil_to_tensor
+
+        x = pil_to_tensor(alignment.image, self.size)
+        self._set(x, f"face {alignment.face.bbox} of {type(photo).__name__}", photo, alignment)
+        return self.reconstruction
+
+    def _set(self, x, source, photo, alignment):
         with self.lock:
             self.wplus, self.reconstruction = self.invert(x)
             self.image = x
-            self.source = str(image) if isinstance(image, (str, os.PathLike)) else type(image).__name__
+            self.source = source
+            self.photo, self.alignment = photo, alignment
             self._cache.clear()
             self.result = None
-        return self.reconstruction
+
+    @torch.no_grad()
+    def paste_back(self, photo=None, feather: float = 0.1):
+        """The last result (or the reconstruction) pasted into the aligned photo at its full resolution
+        (a PIL image; :func:`stytr.data.align.paste_back`). The code is rendered again at the
+        generator's own resolution, so an FFHQ edit brings 1024 px of detail, not the encoder's 256.
+        ``photo``: paste into this copy instead (same size; e.g. one with other faces already pasted)."""
+        from PIL import Image
+
+        from ..data.align import paste_back
+        from ..viz import to_uint8
+
+        self._require_image()
+        if self.alignment is None:
+            raise RuntimeError("paste-back needs an aligned photo: set_image(..., align=True) or set_face(...)")
+        with self.lock:
+            result = self.result
+            if result is None or result.space == "w+":
+                w = self.wplus if result is None else result.latent
+                full = self.model.decode(w, resize=False, randomize_noise=False)
+            else:
+                full = self.G.synthesize_s(result.latent, randomize_noise=False)
+            crop = Image.fromarray(to_uint8(full.clamp(-1, 1).cpu())[0])
+            return paste_back(self.photo if photo is None else photo, crop, self.alignment, feather=feather)
 
     def _require_image(self):
         if self.wplus is None:
@@ -235,61 +277,42 @@ class EditSession:
                                 else "bilinear", align_corners=None if img.shape[-1] > self.size else False)
         return img
 
-    def normalize_edits(self, edits: Mapping | None) -> tuple[tuple[str, float], ...]:
-        """``{attribute: strength}`` -> ((name, strength), ...) without the zero strengths, names checked."""
+    def normalize_edits(self, edits: Mapping | None, method=None) -> tuple[tuple[str, float], ...]:
+        """``{attribute: strength}`` -> ((name, strength), ...) without the zero strengths; names and
+        strengths checked (see :meth:`attributes` and ``EditingConfig.max_strength``)."""
+        allowed = self.attributes(method)
         out = []
         for attr, strength in (edits or {}).items():
-            s = float(strength)
-            if s != 0.0:
-                out.append((attribute_name(attr, self._names()), round(s, 6)))
+            name = attribute_name(attr, self.domain.attributes)
+            s = check_strength(strength, self.config.max_strength, name)
+            if s == 0.0:
+                continue
+            if name not in allowed:
+                what = f"the {Method.parse(method)} editor" if method is not None else f"domain {self.domain.name!r}"
+                raise ValueError(f"{name} cannot be edited: {what} does not model it (editable: {', '.join(allowed)})")
+            out.append((name, round(s, 6)))
         return tuple(out)
 
-    def _names(self):
-        for source in (self.classifier, self.interfacegan, self.stylespace):
-            if source is not None:
-                return source.attribute_names
-        return CELEBA_ATTRIBUTES
+    def _editor(self, method) -> Editor:
+        method = Method.parse(method)
+        if method is Method.REFERENCE:
+            raise ValueError("reference edits take a reference image: use reference_edit(image, attribute)")
+        if method not in self.editors:
+            raise RuntimeError(f"no {method} editor in this session (available: {', '.join(map(str, self.methods))})")
+        return self.editors[method]
 
-    def edit_latent(self, edits: Mapping | None, method: str = "ours", order=1):
+    def edit_latent(self, edits: Mapping | None, method=Method.LABEL_1):
         """The edited code of the current image: W+ (1, N, D), or a list of S codes for StyleSpace."""
         self._require_image()
-        edits = self.normalize_edits(edits)
-        method = method.lower()
-        w = self.wplus
-        if method == "ours":
-            order = _parse_order(order)
-            if edits and self.classifier is None:
-                raise RuntimeError("label editing ('ours') needs a latent classifier")
-            for attr, s in edits:
-                gen = torch.Generator().manual_seed(self.seed) if order == 2 else None
-                with torch.enable_grad():
-                    w = label_edit(w, self.classifier, attr, target=1 if s > 0 else 0, alpha=abs(s), order=order,
-                                   generator=gen).detach()
-            return w
-        if method == "interfacegan":
-            if self.interfacegan is None:
-                raise RuntimeError("InterFaceGAN editing needs a fitted InterFaceGAN model")
-            for attr, s in edits:
-                others = [a for a in self.conditioned_on if attribute_name(a, self._names()) != attr]
-                w = self.interfacegan.edit(w, attr, s, conditioned_on=others or None)
-            return w
-        if method == "stylespace":
-            if self.stylespace is None:
-                raise RuntimeError("StyleSpace editing needs a fitted StyleSpace model")
-            with torch.no_grad():
-                s_codes = self.G.w_to_s(w)
-                for attr, s in edits:
-                    s_codes = self.stylespace.edit_s(s_codes, attr, s)
-            return s_codes
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        norm = self.normalize_edits(edits, method)
+        return self._editor(method).edit_many(self.wplus, norm, G=self.G)
 
-    def render(self, edits: Mapping | None = None, method: str = "ours", order=1) -> torch.Tensor:
+    def render(self, edits: Mapping | None = None, method=Method.LABEL_1) -> torch.Tensor:
         """The current image with ``edits`` applied (3, size, size) in [-1, 1]; also kept as ``result``."""
         self._require_image()
-        method = method.lower()
-        order = _parse_order(order) if method == "ours" else None
-        norm = self.normalize_edits(edits)
-        key = (method, order, norm)
+        method = Method.parse(method)
+        norm = self.normalize_edits(edits, method)
+        key = (method, norm)
         with self.lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -300,12 +323,12 @@ class EditSession:
             if not norm:      # no edit: the reconstruction, whatever the method
                 latent, space, image = self.wplus, "w+", self.reconstruction
             else:
-                latent = self.edit_latent(dict(norm), method, order if order is not None else 1)
-                space = "s" if method == "stylespace" else "w+"
+                editor = self._editor(method)
+                latent = editor.edit_many(self.wplus, norm, G=self.G)
+                space = editor.space
                 image = self._render_s(latent) if space == "s" else self._decode(latent)
                 self.render_count += 1
-            result = EditResult(image, latent, space, method, order, dict(norm),
-                                seconds=time.perf_counter() - start)
+            result = EditResult(image, latent, space, method, dict(norm), seconds=time.perf_counter() - start)
             self._cache[key] = result
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -316,15 +339,15 @@ class EditSession:
         """Transfer ``attribute`` from ``ref_image`` (tensor / path / PIL) with the attribute's
         EditTransformer; returns the edited image and keeps it as ``result``."""
         self._require_image()
-        name = attribute_name(attribute, list(self.editors) + list(CELEBA_ATTRIBUTES))
-        if name not in self.editors:
-            raise KeyError(f"no reference editor for {name!r}; editors are loaded for {sorted(self.editors)}")
+        name = attribute_name(attribute, self.domain.attributes)
+        if name not in self.reference_editors:
+            raise KeyError(f"no reference editor for {name!r}; editors are loaded for {sorted(self.reference_editors)}")
         ref = self.load_input(ref_image, align=align, landmarks=landmarks)
         with self.lock:
             start = time.perf_counter()
             with torch.no_grad():
                 ref_w = self.model.encode(ref[None].to(self.device))
-                editor = self.editors[name]
+                editor = self.reference_editors[name]
                 n = editor.cfg.latent_count
                 src = self.wplus
                 edited = editor.edit(src[:, :n], ref_w[:, :n])
@@ -332,7 +355,7 @@ class EditSession:
                     edited = torch.cat([edited, src[:, n:]], 1)
                 image = self._decode(edited)
             self.render_count += 1
-            self.result = EditResult(image, edited, "w+", "reference", None, {},
+            self.result = EditResult(image, edited, "w+", Method.REFERENCE, {},
                                      reference={"attribute": name, "image": ref, "wplus": ref_w.cpu()},
                                      seconds=time.perf_counter() - start)
             return image
@@ -355,8 +378,8 @@ class EditSession:
             paths = {"edited": save_image(result.image, directory / "edited.png")}
             record = {"wplus": result.wplus.detach().cpu() if result.wplus is not None else None,
                       "s_codes": [s.detach().cpu() for s in result.latent] if result.space == "s" else None,
-                      "space": result.space, "source_wplus": self.wplus.detach().cpu(), "method": result.method,
-                      "order": result.order, "edits": dict(result.edits), "source": self.source}
+                      "space": result.space, "source_wplus": self.wplus.detach().cpu(), "method": str(result.method),
+                      "edits": dict(result.edits), "source": self.source}
             if result.reference:
                 record["reference"] = {"attribute": result.reference["attribute"],
                                        "wplus": result.reference["wplus"]}
@@ -369,191 +392,3 @@ class EditSession:
                     row.insert(2, result.reference["image"])
                 paths["side_by_side"] = save_grid(torch.stack(row), directory / "side_by_side.png", nrow=len(row))
             return paths
-
-
-# -- helpers -----------------------------------------------------------------------------
-
-def attribute_name(attribute, names=CELEBA_ATTRIBUTES) -> str:
-    """A checked attribute name (index or loosely spelled name -> the canonical name)."""
-    return list(names)[attribute_index(attribute, names)]
-
-
-def _lenient_name(attribute) -> str:
-    try:
-        return attribute_name(attribute)
-    except KeyError:
-        return str(attribute)
-
-
-def _is_file(spec) -> bool:
-    return bool(spec) and str(spec) != "toy" and not isinstance(spec, torch.nn.Module)
-
-
-def _load_inversion(checkpoint, device, loader):
-    if isinstance(checkpoint, torch.nn.Module):
-        return checkpoint.to(device).eval()
-    if str(checkpoint) != "toy" and not Path(checkpoint).expanduser().exists():
-        raise FileNotFoundError(f"inversion checkpoint not found: {checkpoint}")
-    try:
-        return loader(checkpoint, device=device)
-    except (CheckpointError, ImportError, ModuleNotFoundError) as err:
-        if str(checkpoint) == "toy":
-            raise CheckpointError(f"--checkpoint toy needs the shipped ToyFaces encoder "
-                                  f"(data/toyfaces_style_transformer.safetensors, written by the toy inversion run); "
-                                  f"it could not be loaded: {err}") from err
-        raise
-
-
-def load_toy_classifier(device="cpu"):
-    """The shipped ToyFaces latent classifier (``data/toyfaces_latent_classifier.safetensors``); a
-    CheckpointError says what is missing and which command writes it."""
-    from ..checkpoints import data_dir
-    from ..models.latent_classifier import LatentClassifier
-
-    path = data_dir() / TOY_CLASSIFIER_FILE
-    if not path.is_file():
-        raise CheckpointError(f"the shipped ToyFaces latent classifier is missing: expected {path} "
-                              f"(python -m stytr train-latent-classifier --preset toy --ship writes it), "
-                              f"or pass a classifier checkpoint path")
-    return LatentClassifier.from_checkpoint(path, map_location=device).to(device).eval()
-
-
-def load_classifier(spec, model=None, device="cpu"):
-    """A latent classifier from ``"toy"``, a checkpoint path or an already built module."""
-    from ..models.latent_classifier import LatentClassifier
-
-    if isinstance(spec, torch.nn.Module):
-        return spec.to(device).eval()
-    if str(spec) == "toy":
-        return load_toy_classifier(device)
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"latent classifier checkpoint not found: {path}")
-    style_dim = model.cfg.style_dim if model is not None else None
-    return LatentClassifier.from_checkpoint(path, style_dim=style_dim, map_location=device).to(device).eval()
-
-
-def load_editor(spec, classifier_path=None, device="cpu", attribute=None):
-    """A reference-editing EditTransformer from a checkpoint path, a module, or ``"toy"`` (the shipped
-    ToyFaces editor for ``attribute``)."""
-    from ..models.edit_transformer import EditTransformer
-
-    if isinstance(spec, torch.nn.Module):
-        return spec.to(device).eval()
-    if spec == "toy":
-        from ..toy.reference_editor import load_reference_editor
-
-        if attribute is None:
-            raise ValueError("load_editor('toy') needs the attribute whose shipped editor to load")
-        return load_reference_editor(attribute_name(attribute), device=device)
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"reference editor checkpoint not found: {path}")
-    try:
-        return EditTransformer.from_checkpoint(path, device=device)
-    except CheckpointError as err:
-        if "classifier" in str(err) and classifier_path is not None:
-            return EditTransformer.from_checkpoint(path, classifier_path=classifier_path, device=device)
-        raise
-
-
-@torch.no_grad()
-def fit_toy_baselines(G, n: int = 2000, seed: int = 0, attributes=None) -> tuple[InterFaceGAN, StyleSpace]:
-    """InterFaceGAN and StyleSpace for a ToyFaces generator, fitted on ``n`` samples ``w = G.style(z)``
-    with the exact labels ``labels_z(z)`` (the toy generator copies the renderer, so they hold for
-    ``G(z)``). Takes a few seconds on a CPU."""
-    from ..toy import ATTRIBUTES as TOY_ATTRIBUTES
-    from ..toy import attribute_mask, labels_z, sample_z
-
-    z = torch.from_numpy(sample_z(n, seed, G.style_dim)).float()
-    labels = torch.from_numpy(labels_z(z.numpy())).float()
-    device = next(G.parameters()).device
-    w = torch.cat([G.style(z[i:i + 500].to(device)).cpu() for i in range(0, n, 500)])
-    wplus = w[:, None].expand(-1, G.n_latent, -1)
-    attrs = list(attributes or TOY_ATTRIBUTES)
-    mask = attribute_mask()
-    ifg = InterFaceGAN.fit(w, labels, mask=mask, attributes=attrs)
-    ss = StyleSpace.fit(G, wplus, labels, mask=mask)
-    return ifg, ss
-
-
-def random_toy_session(seed: int = 0, baselines: bool = True, editors=("Smiling",), tiny: bool = True,
-                       **kwargs) -> EditSession:
-    """An :class:`EditSession` of *untrained* toy-configuration models (random weights): for tests
-    and for the notebook before the shipped weights exist. ``tiny`` uses the smoke trunk (one
-    residual unit per stage). The edits it renders are meaningless, only the machinery is real."""
-    from ..config import EditTransformerConfig, GeneratorConfig, InversionConfig, InversionTrainConfig
-    from ..models.edit_transformer import EditTransformer
-    from ..models.latent_classifier import LatentClassifier
-    from ..models.style_transformer import build_inversion_model
-
-    torch.manual_seed(seed)
-    gen = dict(GeneratorConfig.PRESETS["toy"], checkpoint="")
-    cfg = InversionTrainConfig.preset("smoke").model if tiny else InversionConfig.preset("toy", generator=gen)
-    model = build_inversion_model(cfg).eval()
-    with torch.no_grad():
-        model.set_latent_avg(model.decoder.mean_latent(1000))
-    classifier = LatentClassifier(n_latent=cfg.n_latent, style_dim=cfg.style_dim, hidden=(64, 32), embed_dim=8)
-    ifg = ss = None
-    if baselines:   # random boundaries (fitting would only import the L-BFGS machinery for nothing)
-        from ..toy import attribute_mask, labels_z, sample_z
-
-        fitted = attribute_mask()
-        normals = torch.nn.functional.normalize(torch.randn(len(CELEBA_ATTRIBUTES), cfg.style_dim), dim=1)
-        ifg = InterFaceGAN(normals * fitted[:, None], torch.zeros(len(CELEBA_ATTRIBUTES)), fitted)
-        z = sample_z(512, seed, cfg.style_dim)
-        with torch.no_grad():
-            w = model.decoder.style(torch.from_numpy(z).float())[:, None].expand(-1, model.decoder.n_latent, -1)
-        ss = StyleSpace.fit(model.decoder, w, torch.from_numpy(labels_z(z)).float(), mask=fitted)
-    eds = {}
-    for attr in editors or ():
-        ecfg = EditTransformerConfig.preset("toy", generator=gen, dim_feedforward=64, classifier_hidden=(64, 32),
-                                            classifier_embed_dim=8)
-        eds[attr] = EditTransformer(ecfg, build_generator=False, build_classifier=False).eval()
-    return EditSession(model, classifier, ifg, ss, eds, seed=seed, **kwargs)
-
-
-# -- the `edit` command ------------------------------------------------------------------
-
-def edit_photo(checkpoint, input, output, attributes=("Smiling",), alphas=(3.0,), order=1, method="ours",
-               classifier=None, interfacegan=None, stylespace=None, reference=None, editor=None,
-               align: bool = False, landmarks=None, device="cpu") -> dict:
-    """(align ->) invert -> edit -> save; what ``python -m stytr edit`` runs. Returns a report dict."""
-    attributes = list(attributes) if not isinstance(attributes, str) else [attributes]
-    alphas = [float(a) for a in ([alphas] if np.isscalar(alphas) else alphas)]
-    if len(alphas) == 1 and len(attributes) > 1:
-        alphas = alphas * len(attributes)
-    if len(alphas) != len(attributes):
-        raise ValueError(f"{len(attributes)} attribute(s) but {len(alphas)} alpha value(s)")
-    input_path = Path(input).expanduser()
-    if not input_path.exists():
-        raise FileNotFoundError(f"input photo not found: {input_path}")
-    if reference is not None and not Path(reference).expanduser().exists():
-        raise FileNotFoundError(f"reference photo not found: {reference}")
-    if reference is not None and editor is None:
-        raise ValueError("--reference needs --editor (a reference-editing EditTransformer checkpoint)")
-    method = method.lower()
-    if reference is None and method == "ours" and classifier is None:
-        raise ValueError("label editing (--method ours) needs --classifier (a checkpoint, or 'toy')")
-    if method == "interfacegan" and interfacegan is None:
-        raise ValueError("--method interfacegan needs --interfacegan (a file written by InterFaceGAN.save)")
-    if method == "stylespace" and stylespace is None:
-        raise ValueError("--method stylespace needs --stylespace (a file written by StyleSpace.save)")
-    for what, spec in (("latent classifier checkpoint", classifier), ("InterFaceGAN file", interfacegan),
-                       ("StyleSpace file", stylespace), ("reference editor checkpoint", editor)):
-        if _is_file(spec) and not Path(spec).expanduser().is_file():
-            raise FileNotFoundError(f"{what} not found: {Path(spec).expanduser()}")
-    editors = {attributes[0]: editor} if editor is not None else None
-    session = EditSession.from_checkpoints(checkpoint, classifier=classifier, interfacegan=interfacegan,
-                                           stylespace=stylespace, editors=editors, device=device)
-    session.set_image(input_path, align=align, landmarks=landmarks)
-    if reference is not None:
-        session.reference_edit(Path(reference).expanduser(), attributes[0], align=align, landmarks=landmarks)
-        edits = {}
-    else:
-        edits = dict(zip(attributes, alphas))
-        session.render(edits, method=method, order=order)
-    paths = session.save(output)
-    mse = ((session.image - session.reconstruction) ** 2).mean().item()
-    return {"output": str(output), "paths": {k: str(v) for k, v in paths.items()}, "edits": edits,
-            "method": "reference" if reference is not None else method, "reconstruction_mse": mse}

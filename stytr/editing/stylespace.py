@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from ..attributes import CELEBA_ATTRIBUTES, attribute_index
+from ..attributes import CELEBA_ATTRIBUTES, attribute_index, prepare_labels
 from ..checkpoints import CheckpointError, load, save_atomic
 
 __all__ = ["StyleSpace", "style_layout"]
@@ -96,7 +96,6 @@ class StyleSpace:
 
     @classmethod
     def _fit_chunks(cls, chunks: Iterable[torch.Tensor], labels, mask, layer_sizes, to_rgb, attribute_names):
-        from ..train.latent_classifier import prepare_labels
 
         y, known = prepare_labels(torch.as_tensor(labels).cpu(), None if mask is None else torch.as_tensor(mask).cpu())
         pos = (y.bool() & known).double()                                 # (N, A)

@@ -51,7 +51,8 @@ import torch
 from torch.utils import flop_counter
 
 from ..config import InversionConfig
-from ..models.style_transformer import InversionModel, StyleTransformer, build_inversion_model
+from ..models.inversion import InversionModel, build_inversion_model
+from ..models.style_transformer import StyleTransformer
 
 __all__ = ["PAPER_TABLE1", "TABLE1_METHODS", "COMPLEXITY_COLUMNS", "paper_table1_configs", "count_flops",
            "encoder_flops", "time_models", "complexity_table", "write_csv", "format_complexity_table"]

@@ -7,7 +7,7 @@ For held-out images and one edited attribute ``a``:
   image has to change);
 * **keep rate**: the fraction of (image, other attribute) pairs whose prediction is the
   same before and after the edit, over the ``attributes`` scored except those that the
-  edit may legitimately change (``entailed``; on ToyFaces by default
+  edit may legitimately change (``entailed``; by default the judge's domain's, e.g. ToyFaces'
   :data:`stytr.toy.render.ENTAILED`, e.g. a face made female loses its goatee and may
   gain lipstick); ``keep_rate_all`` counts every other attribute, and
   ``keep_per_attribute`` splits it by attribute.
@@ -22,26 +22,20 @@ from typing import Sequence
 import torch
 
 from ..attributes import CELEBA_ATTRIBUTES, attribute_index
-from .metrics import attribute_decisions
+from .metrics import attribute_decisions, judged_attributes
 
 __all__ = ["edit_rates", "label_edit_rates", "reference_edit_rates"]
 
 
-def _scored(attributes) -> list[str]:
-    if attributes is None:
-        from ..toy import ATTRIBUTES
-
-        return list(ATTRIBUTES)
-    return [CELEBA_ATTRIBUTES[attribute_index(a, CELEBA_ATTRIBUTES)] for a in attributes]
+def _scored(predictor, attributes) -> list[str]:
+    return [CELEBA_ATTRIBUTES[attribute_index(a, CELEBA_ATTRIBUTES)] for a in judged_attributes(predictor, attributes)]
 
 
-def _entailed(name: str, attributes, entailed) -> set[str]:
+def _entailed(name: str, predictor, attributes, entailed) -> set[str]:
     if entailed is not None:
         return set(entailed)
-    if attributes is None:             # ToyFaces: its labelling rules say what an edit may change
-        from ..toy.render import ENTAILED
-
-        return set(ENTAILED.get(name, ()))
+    if attributes is None:             # the judge's domain says what an edit of ``name`` may change
+        return set(getattr(predictor, "entailed", {}).get(name, ()))
     return set()
 
 
@@ -57,11 +51,12 @@ def edit_rates(predictor, original: torch.Tensor, edited: torch.Tensor, attribut
 
     ``target``: the wanted decision on ``attribute`` per image (bool/0-1 tensor, or a scalar);
     default the opposite of the predictor's decision on ``original``. ``attributes``: the scored
-    attributes (default the ToyFaces ones); ``entailed``: those left out of ``keep_rate``
-    (default: ToyFaces' :data:`~stytr.toy.render.ENTAILED` when ``attributes`` is None, else none)."""
+    attributes (default: those the judge's domain models, ``predictor.modelled``); ``entailed``: those
+    left out of ``keep_rate`` (default: the domain's entailments, ``predictor.entailed``, when
+    ``attributes`` is None, else none)."""
     if original.shape != edited.shape:
         raise ValueError(f"original {tuple(original.shape)} and edited {tuple(edited.shape)} differ in shape")
-    names = _scored(attributes)
+    names = _scored(predictor, attributes)
     name = CELEBA_ATTRIBUTES[attribute_index(attribute, CELEBA_ATTRIBUTES)]
     if name not in names:
         names = [name] + names
@@ -71,7 +66,7 @@ def edit_rates(predictor, original: torch.Tensor, edited: torch.Tensor, attribut
         target = ~before[:, i]
     else:
         target = torch.as_tensor(target).bool().expand(len(original))
-    skip = _entailed(name, attributes, entailed)
+    skip = _entailed(name, predictor, attributes, entailed)
     others = [j for j in range(len(names)) if j != i]
     kept = (after[:, others] == before[:, others]).float()
     free = [k for k, j in enumerate(others) if names[j] not in skip]

@@ -119,10 +119,12 @@ def _batches(images, batch: int) -> Iterable[torch.Tensor]:
             yield item[0] if isinstance(item, (tuple, list)) else item
 
 
-def _toy_attributes() -> list[str]:
-    from ..toy import ATTRIBUTES
-
-    return list(ATTRIBUTES)
+def judged_attributes(predictor, attributes=None) -> list[str]:
+    """The attributes to score: ``attributes``, else those the judge's domain models (``predictor.modelled``,
+    set by :meth:`stytr.domains.Domain.load`), else every attribute the judge names."""
+    if attributes is not None:
+        return list(attributes)
+    return list(getattr(predictor, "modelled", None) or getattr(predictor, "attribute_names", CELEBA_ATTRIBUTES))
 
 
 @torch.no_grad()
@@ -140,10 +142,9 @@ def evaluate_reconstruction(model, images, batch: int = 16, predictor=None, lpip
     ``lpips``: ``"auto"`` uses LPIPS when :func:`stytr.losses.lpips_available`, ``True``
     requires it, ``False`` skips it, or pass a built :class:`~stytr.losses.LPIPSLoss`.
     ``predictor``: an attribute predictor (images -> (B, 40) logits in CelebA order, e.g.
-    :func:`stytr.toy.load_attribute_predictor`); it adds ``predictor_distance`` (the ToyFaces
+    ``Domain.load("predictor")``); it adds ``predictor_distance`` (the ToyFaces
     perceptual distance of its feature maps, when it has ``features``) and the agreement of
-    its decisions on input and reconstruction for ``attributes`` (default: the attributes
-    ToyFaces models, :data:`stytr.toy.ATTRIBUTES`).
+    its decisions on input and reconstruction for ``attributes`` (default: :func:`judged_attributes`).
 
     Returns ``{"n", "mse", "ssim", "lpips" (or None), "predictor_distance" (with a predictor),
     "attribute_agreement": {name: fraction} and "attribute_agreement_mean" (with a predictor),
@@ -172,7 +173,7 @@ def evaluate_reconstruction(model, images, batch: int = 16, predictor=None, lpip
         predictor = predictor.to(device).eval() if hasattr(predictor, "to") else predictor
         if hasattr(predictor, "features"):
             distance = PredictorFeatureDistance(predictor)
-        attrs = list(attributes) if attributes is not None else _toy_attributes()
+        attrs = judged_attributes(predictor, attributes)
         names_all = list(getattr(predictor, "attribute_names", CELEBA_ATTRIBUTES))
         indices = [attribute_index(a, names_all) for a in attrs]
         names = [names_all[i] for i in indices]

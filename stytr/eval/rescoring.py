@@ -187,6 +187,12 @@ def disentanglement_score(matrix) -> float:
     return float(np.abs(m[off]).mean() / np.diag(m).mean())
 
 
+def off_diagonal(matrix) -> float:
+    """Mean absolute off-diagonal entry: how much an edit moves the attributes it should leave alone."""
+    m = np.asarray(matrix, dtype=float)
+    return float(np.abs(m[~np.eye(len(m), dtype=bool)]).mean())
+
+
 def _label(name: str) -> str:
     return PAPER_ATTRIBUTE_LABELS.get(name, name.replace("_", " "))
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..config import InversionConfig
 from .irse import stage_channels
 from .stylegan2 import EqualLinear
-from .style_transformer import FeaturePyramidTrunk, InversionModel, upsample_add
+from .inversion import FeaturePyramidTrunk, InversionModel, upsample_add
 
 __all__ = ["GradualStyleBlock", "GradualStyleEncoder", "Encoder4Editing", "PSP", "E4E"]
 

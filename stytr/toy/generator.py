@@ -1,32 +1,11 @@
-"""The shipped ToyFaces generator and its quality bar."""
+"""The ToyFaces quality bar of a generator (the shipped one loads with ``artifacts.load("generator", "toy")``)."""
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import torch
 
 from ..attributes import CELEBA_ATTRIBUTES
-from ..config import GeneratorConfig
 from .render import ATTRIBUTES, labels_z, render_z
-
-GENERATOR_FILE = "toyfaces_generator.safetensors"
-
-
-def load_generator(path=None, device="cpu"):
-    """The distilled ToyFaces StyleGAN2 (``data/toyfaces_generator.safetensors``), frozen, in eval mode.
-
-    It has the usual ``style_dim`` (128) and ``n_latent`` (10); its config is stored in the file."""
-    from ..checkpoints import data_path, load_state_strict, load_weights
-
-    path = path or data_path(GENERATOR_FILE)
-    state, meta = load_weights(path)
-    cfg = GeneratorConfig.from_dict(json.loads(meta["generator_config"])) if "generator_config" in meta \
-        else GeneratorConfig.preset("toy")
-    g = cfg.build()
-    load_state_strict(g, state, str(path))
-    return g.to(device).eval().requires_grad_(False)
-
 
 @torch.no_grad()
 def generator_quality(generator, predictor, n: int = 2000, seed: int = 12345, batch: int = 250) -> dict:

@@ -11,7 +11,6 @@ from torch.nn import functional as F
 
 from ..attributes import CELEBA_ATTRIBUTES
 
-PREDICTOR_FILE = "toyfaces_attribute_predictor.safetensors"
 
 
 class AttributePredictor(nn.Module):
@@ -65,14 +64,3 @@ class PredictorFeatureDistance(nn.Module):
             fb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-8)
             total = total + (fa - fb).pow(2).sum(1).mean((1, 2))
         return total
-
-
-def load_attribute_predictor(path=None, device="cpu") -> AttributePredictor:
-    """The shipped predictor (``data/toyfaces_attribute_predictor.safetensors``), frozen, in eval mode."""
-    from ..checkpoints import data_path, load_state_strict, load_weights
-
-    path = path or data_path(PREDICTOR_FILE)
-    state, _ = load_weights(path)
-    model = AttributePredictor()
-    load_state_strict(model, state, str(path))
-    return model.to(device).eval().requires_grad_(False)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .. import artifacts
 from ..config import InversionTrainConfig
 
 # Method name (the paper's row) -> model overrides.
@@ -30,8 +31,9 @@ def method_slug(name: str) -> str:
     return {"pSp": "psp", "w/o self": "wo_self", "full": "full"}[name]
 
 
-def shipped_encoder_file(name: str) -> str:
-    return f"toyfaces_ablation_{method_slug(name)}.safetensors"
+def shipped_encoder(name: str) -> str:
+    """The registered artefact name of a method's shipped ToyFaces encoder."""
+    return {"pSp": "toy-psp", "w/o self": "toy-wo-self", "full": "toy-full"}[name]
 
 
 def method_config(base: InversionTrainConfig, name: str) -> InversionTrainConfig:
@@ -40,8 +42,6 @@ def method_config(base: InversionTrainConfig, name: str) -> InversionTrainConfig
 
 def train_ablation(base: InversionTrainConfig, ship: bool = False) -> dict:
     """Train (or resume) the three encoders; returns {method: model}."""
-    from ..checkpoints import data_dir
-    from ..toy.encoder import export_encoder
     from .inversion import InversionTrainer
 
     models = {}
@@ -50,19 +50,16 @@ def train_ablation(base: InversionTrainConfig, ship: bool = False) -> dict:
         trainer.resume()
         trainer.fit()
         model = trainer.model.eval()
-        export_encoder(model, Path(trainer.cfg.out) / "encoder.safetensors", {"steps": trainer.step})
+        artifacts.export("encoder", model, Path(trainer.cfg.out) / "encoder.safetensors", {"steps": trainer.step})
         if ship:
-            export_encoder(model, data_dir() / shipped_encoder_file(name),
-                           {"steps": trainer.step, "command": "python -m stytr ablation --preset toy --ship"})
+            art = artifacts.find("encoder", shipped_encoder(name))
+            artifacts.export("encoder", model, art.path, {"steps": trainer.step, "command": art.command})
         models[name] = model
     return models
 
 
 def load_shipped_ablation() -> dict:
-    from ..checkpoints import data_path
-    from ..toy.encoder import load_encoder
-
-    return {name: load_encoder(data_path(shipped_encoder_file(name))) for name in METHODS}
+    return {name: artifacts.load("encoder", shipped_encoder(name)) for name in METHODS}
 
 
 @torch.no_grad()

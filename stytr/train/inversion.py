@@ -20,8 +20,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from .. import artifacts
 from ..checkpoints import save_atomic
 from ..config import InversionTrainConfig
+from ..domains import get_domain
 from ..losses import InversionLoss
 from ..viz import image_grid, interleave
 from .common import resume_latest, rng_state, summary_writer
@@ -60,17 +62,12 @@ def build_datasets(cfg: InversionTrainConfig):
 
 def build_model(cfg: InversionTrainConfig):
     """The model with its generator and, where configured, the pSp backbone weights loaded."""
-    from ..models.style_transformer import build_inversion_model
+    from ..models.inversion import build_inversion_model
 
     model = build_inversion_model(cfg.model)
-    gen_ckpt = cfg.model.generator.checkpoint
-    if gen_ckpt == "toy":
-        from ..checkpoints import data_path
-        from ..toy.generator import GENERATOR_FILE
-
-        model.load_generator(str(data_path(GENERATOR_FILE)))
-    elif gen_ckpt:
-        model.load_generator(gen_ckpt)
+    if cfg.model.generator.checkpoint:
+        generator = artifacts.load("generator", cfg.model.generator.checkpoint)
+        model.load_generator(generator, latent_avg=generator.latent_avg)
     if cfg.model.backbone_weights:
         model.load_backbone(cfg.model.backbone_weights)
     return model
@@ -106,8 +103,10 @@ class InversionTrainer:
         self.out = Path(cfg.out)
         self.device = self.dist.device
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
+        judge = get_domain(cfg.domain).load("predictor") if cfg.perceptual > 0 and loss is None else None
         self.loss = (loss if loss is not None else InversionLoss(
-            l2=cfg.l2, lpips=cfg.lpips, id=cfg.id, perceptual=cfg.perceptual, w_norm=cfg.w_norm)).to(self.device)
+            l2=cfg.l2, lpips=cfg.lpips, id=cfg.id, perceptual=cfg.perceptual, w_norm=cfg.w_norm,
+            predictor=judge)).to(self.device)
         self.train_set, self.val_set = build_datasets(cfg)
         if len(self.train_set) < cfg.batch:
             raise ValueError(f"the training set has {len(self.train_set)} images, fewer than one batch ({cfg.batch})")

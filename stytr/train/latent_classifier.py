@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..attributes import prepare_labels
 from ..checkpoints import save_atomic, save_weights
 from ..config import LatentClassifierTrainConfig
 from ..models.latent_classifier import CLASSIFIER_FORMAT, LatentClassifier
 
-__all__ = ["LatentClassifierTrainResult", "prepare_labels", "masked_bce", "evaluate", "split_indices",
+__all__ = ["LatentClassifierTrainResult", "masked_bce", "evaluate", "split_indices",
            "train_latent_classifier", "save_classifier_checkpoint", "export_safetensors"]
 
 
@@ -50,30 +51,6 @@ class LatentClassifierTrainResult:
     history: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
     safetensors: Path | None = None
-
-
-def prepare_labels(labels: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels as float {0, 1} and the mask as bool, both (N, A).
-
-    CelebA's -1/1 labels become 0/1; NaN labels count as unknown. ``mask`` may be
-    None (all known), (A,) (the modelled attributes) or (N, A).
-    """
-    labels = torch.as_tensor(labels).float()
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (N, n_attr), got {tuple(labels.shape)}")
-    known = ~torch.isnan(labels)
-    labels = torch.nan_to_num(labels, nan=0.0)
-    if ((labels != 0) & (labels != 1) & (labels != -1)).any():
-        raise ValueError("labels must be 0/1 (or CelebA's -1/1, or NaN for unknown)")
-    labels = (labels > 0).float()
-    if mask is not None:
-        mask = torch.as_tensor(mask).bool()
-        if mask.ndim == 1:
-            mask = mask.unsqueeze(0)
-        if mask.shape[-1] != labels.shape[1] or mask.shape[0] not in (1, labels.shape[0]):
-            raise ValueError(f"mask must be ({labels.shape[1]},) or {tuple(labels.shape)}, got {tuple(mask.shape)}")
-        known = known & mask
-    return labels, known.expand_as(labels).clone()
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import artifacts
 from ..attributes import attribute_index
 from ..checkpoints import CheckpointError, load, load_state_strict, require_file, save_atomic
 from ..config import ReferenceEditTrainConfig
@@ -229,17 +230,7 @@ def _generator_state(gcfg) -> dict[str, torch.Tensor] | None:
     checkpoint), or None when no checkpoint is configured."""
     if not gcfg.checkpoint:
         return None
-    if gcfg.checkpoint == "toy":
-        from ..toy.generator import load_generator
-
-        return load_generator().state_dict()
-    if str(gcfg.checkpoint).endswith(".safetensors"):
-        from ..checkpoints import load_weights
-
-        return load_weights(gcfg.checkpoint)[0]
-    from ..models.stylegan2 import load_rosinality_generator
-
-    return load_rosinality_generator(gcfg.checkpoint)[0].state_dict()
+    return artifacts.load("generator", gcfg.checkpoint).state_dict()
 
 
 def build_model(cfg: ReferenceEditTrainConfig):
@@ -252,12 +243,8 @@ def build_model(cfg: ReferenceEditTrainConfig):
     model = EditTransformer(cfg.model, build_generator=gen_state is not None, build_classifier=True)
     if gen_state is not None:
         load_state_strict(model.decoder, gen_state, f"generator {cfg.model.generator.checkpoint}")
-    if cfg.model.classifier_checkpoint == "toy":
-        from ..editing.session import load_toy_classifier
-
-        model._set_classifier(load_toy_classifier())
-    elif cfg.model.classifier_checkpoint:
-        model.load_classifier(cfg.model.classifier_checkpoint)
+    if cfg.model.classifier_checkpoint:
+        model._set_classifier(artifacts.load("classifier", cfg.model.classifier_checkpoint))
     else:
         warnings.warn("model.classifier_checkpoint is empty: training against an untrained (random) latent "
                       "classifier", stacklevel=2)
@@ -445,30 +432,3 @@ def train_reference_editor(cfg: ReferenceEditTrainConfig, codes=None, resume: bo
     if resume:
         trainer.resume()
     return trainer.fit()
-
-
-def cmd_train_reference_editor(args, extra):
-    """``python -m stytr train-reference-editor --preset ffhq --codes ... --attribute Smiling ...``"""
-    from ..__main__ import _config_overrides
-
-    cfg = ReferenceEditTrainConfig.preset(args.preset).override(_config_overrides(extra))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = train_reference_editor(cfg, resume=not getattr(args, "restart", False), device=device)
-    m = result.metrics
-    if m:
-        print(f"step {result.steps} [{result.attribute}]: transfer {m['transfer_rate']:.3f} "
-              f"(changing pairs {m['transfer_rate_changing']:.3f}, n={m['n_changing']}), "
-              f"keep {m['keep_rate']:.3f}; checkpoint {result.checkpoint}")
-    else:
-        print(f"step {result.steps}: no held-out codes to evaluate; checkpoint {result.checkpoint}")
-    if getattr(args, "ship", False):
-        from ..checkpoints import data_dir
-        from ..toy.reference_editor import editor_file, export_reference_editor
-
-        if args.preset != "toy":
-            raise SystemExit("--ship writes the ToyFaces editors into data/; it is for --preset toy")
-        path = export_reference_editor(
-            result.model, data_dir() / editor_file(result.attribute), result.attribute,
-            {"steps": result.steps, "metrics": json.dumps(m),
-             "command": f"python -m stytr train-reference-editor --preset toy --attribute {result.attribute} --ship"})
-        print(f"shipped {path}")

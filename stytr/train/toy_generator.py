@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checkpoints import data_dir, save_weights
+from .. import artifacts
+from ..checkpoints import load, save_weights
 from ..config import ToyDistillConfig
-from ..toy.generator import GENERATOR_FILE
-from ..toy.predictor import PredictorFeatureDistance, load_attribute_predictor
+from ..toy.predictor import PredictorFeatureDistance
 from ..toy.render import render_z
 from ..viz import image_grid, interleave, save_image
 from .common import ema_update, frozen_copy, latest_checkpoint, load_training_state, save_training_state, summary_writer
@@ -66,7 +66,7 @@ def train_toy_generator(cfg: ToyDistillConfig, ship: bool = False, predictor=Non
         # Loaded on first use, so a run can start its pixel-only phase before the predictor exists.
         nonlocal perceptual
         if perceptual is None:
-            perceptual = PredictorFeatureDistance(predictor if predictor is not None else load_attribute_predictor())
+            perceptual = PredictorFeatureDistance(predictor if predictor is not None else artifacts.load("predictor", "toy"))
         return perceptual
 
     start, elapsed = 0, 0.0
@@ -152,9 +152,10 @@ def train_toy_generator(cfg: ToyDistillConfig, ship: bool = False, predictor=Non
         writer.close()
     report = {"steps": cfg.steps, "wall_s": elapsed + time.time() - t0, "last": logs}
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    save_weights(g_ema.state_dict(), out / GENERATOR_FILE, metadata=_metadata(cfg, report))
+    shipped = artifacts.find("generator", "toy")
+    save_weights(g_ema.state_dict(), out / shipped.file, metadata=_metadata(cfg, report))
     if ship:
-        save_weights(g_ema.state_dict(), data_dir() / GENERATOR_FILE, metadata=_metadata(cfg, report))
+        save_weights(g_ema.state_dict(), shipped.path, metadata=_metadata(cfg, report))
     return report
 
 
@@ -171,8 +172,6 @@ def export_from_checkpoint(checkpoint, path) -> dict:
     checkpoint before the end of its run is the state after that many steps of the run's
     command (not of a run with a smaller ``--steps``, whose decay would start elsewhere); the
     metadata says which."""
-    from ..checkpoints import load
-
     state = load(checkpoint)
     cfg = ToyDistillConfig.from_dict(state["config"])
     report = {"steps": state["step"], "wall_s": state.get("elapsed", 0.0)}

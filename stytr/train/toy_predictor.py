@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checkpoints import data_dir, save_weights
+from .. import artifacts
+from ..checkpoints import save_weights
 from ..config import ToyPredictorConfig
 from ..toy import AttributePredictor, attribute_mask, render_faces
-from ..toy.predictor import PREDICTOR_FILE
 from ..toy.render import ATTRIBUTES
 from ..attributes import CELEBA_ATTRIBUTES
 
@@ -78,8 +78,9 @@ def train_toy_predictor(cfg: ToyPredictorConfig, ship: bool = False) -> dict:
     blurred = attribute_accuracy(model, random_blur(val_x, 1.0, torch.Generator().manual_seed(1)), val_y)
     report = {"config": cfg.to_dict(), "val_accuracy": acc, "val_accuracy_blurred": blurred}
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    save_weights(model.state_dict(), out / PREDICTOR_FILE)
+    shipped = artifacts.find("predictor", "toy")
+    save_weights(model.state_dict(), out / shipped.file)
     if ship:
-        save_weights(model.state_dict(), data_dir() / PREDICTOR_FILE,
-                     metadata={"val_accuracy": json.dumps(acc), "command": "python -m stytr train-toy-predictor --preset toy --ship"})
+        save_weights(model.state_dict(), shipped.path,
+                     metadata={"val_accuracy": json.dumps(acc), "command": shipped.command})
     return report

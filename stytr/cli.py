@@ -1,0 +1,389 @@
+"""Command line: ``python -m stytr <command> [--preset NAME] [--key value ...]``.
+
+Each command declares its own flags. Training commands take a config preset, and every field of
+their config is a flag (``--lr 3e-4``, ``--model.use_self_attn false``); ``--help`` lists the
+fields with the preset's values. A bad value, a missing file or an unknown name ends the command
+with one line on stderr and exit status 2 (``STYTR_DEBUG=1`` shows the traceback instead).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import artifacts
+from .checkpoints import CheckpointError
+from .config import (Config, InversionTrainConfig, LatentClassifierTrainConfig, ReferenceEditTrainConfig,
+                     ToyDistillConfig, ToyPredictorConfig)
+from .domains import domain_for_preset, get_domain
+from .editing import Method
+
+__all__ = ["main", "COMMANDS", "build_parser"]
+
+# What a user can get wrong: these become one-line errors with exit status 2.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError, ImportError, OSError)
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, Any], None]
+    config: type[Config] | None = None      # its fields become flags, after --preset
+    flags: list[tuple[tuple, dict]] = field(default_factory=list)
+    ship: bool = False                      # --ship writes the result into data/
+    resumes: bool = False                   # --restart ignores out/last.pt
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, config=None, ship=False, resumes=False, flags=()):
+    def register(fn):
+        COMMANDS[name] = Command(name, help, fn, config, list(flags), ship, resumes)
+        return fn
+    return register
+
+
+def flag(*names, **kwargs):
+    return names, kwargs
+
+
+# -- config fields as flags -----------------------------------------------------------------
+
+def _config_fields(cfg: Config, prefix: str = ""):
+    """(dotted name, value) of every leaf field of a config."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            yield from _config_fields(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cfg: Config) -> list[str]:
+    group = parser.add_argument_group(f"{type(cfg).__name__} fields (defaults: this preset's)")
+    keys = []
+    for key, value in _config_fields(cfg):
+        group.add_argument(f"--{key}", dest=f"cfg:{key}", default=None, metavar="V",
+                           help=f"(default: {value!r})".replace("%", "%%"))
+        keys.append(key)
+    return keys
+
+
+def _config_from_args(cmd: Command, args: argparse.Namespace, keys: list[str]) -> Config:
+    overrides = {k: getattr(args, f"cfg:{k}") for k in keys if getattr(args, f"cfg:{k}") is not None}
+    return cmd.config.preset(args.preset).override({k: v for k, v in overrides.items()})
+
+
+def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
+    """The parser; config flags come from the preset named in ``argv`` (default ``toy``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    preset = "toy"
+    for i, tok in enumerate(argv):
+        if tok == "--preset" and i + 1 < len(argv):
+            preset = argv[i + 1]
+        elif tok.startswith("--preset="):
+            preset = tok.split("=", 1)[1]
+    parser = argparse.ArgumentParser(prog="python -m stytr", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    config_keys = {}
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        base = cmd.config.preset(preset if preset in cmd.config.PRESETS else "toy") if cmd.config else None
+        if base is None or not hasattr(base, "threads"):     # configs with a threads field set it themselves
+            p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        if cmd.config is not None:
+            p.add_argument("--preset", default="toy", choices=sorted(cmd.config.PRESETS), help="config preset")
+        if cmd.ship:
+            p.add_argument("--ship", action="store_true", help="also write the result into data/ (and figures/)")
+        if cmd.resumes:
+            p.add_argument("--restart", action="store_true", help="ignore out/last.pt and start afresh")
+        for names, kwargs in cmd.flags:
+            p.add_argument(*names, **kwargs)
+        if base is not None:
+            config_keys[cmd.name] = _add_config_flags(p, base)
+    return parser, config_keys
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser, keys = build_parser(argv)
+    except USER_ERRORS as err:
+        _fail("", err)
+    args = parser.parse_args(argv)
+    cmd = COMMANDS[args.command]
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        cfg = _config_from_args(cmd, args, keys[cmd.name]) if cmd.config is not None else None
+        cmd.run(args, cfg)
+    except USER_ERRORS as err:
+        if os.environ.get("STYTR_DEBUG"):
+            raise
+        _fail(cmd.name, err)
+
+
+def _fail(name: str, err: BaseException):
+    msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    print(f"stytr {name}: error: {msg}".replace("  ", " ").splitlines()[0], file=sys.stderr)
+    raise SystemExit(2)
+
+
+# -- output safety ----------------------------------------------------------------------------
+
+PASTED_PHOTO, ALIGNMENT_FILE = "edited_photo.png", "alignment.json"   # edit --paste-back
+PASTE_FILES = (PASTED_PHOTO, ALIGNMENT_FILE)
+
+def check_outputs(outputs, inputs, force: bool = False) -> None:
+    """Refuse (unless ``force``) when an output file would replace an input file, or when two
+    outputs of the run share a path."""
+    seen = set()
+    ins = {Path(p).expanduser().resolve() for p in inputs}
+    for out in outputs:
+        path = Path(out).expanduser().resolve()
+        if path in seen:
+            raise ValueError(f"two outputs of this run would both be written to {path}")
+        seen.add(path)
+        if path in ins and not force:
+            raise ValueError(f"refusing to overwrite the input {path} with an output; choose another --output "
+                             f"(or pass --force)")
+
+
+def output_folder(path: str) -> Path:
+    if not str(path).strip():
+        raise ValueError("--output is empty: name a folder for the results")
+    return Path(path).expanduser()
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+@command("train-toy-predictor", "train the ToyFaces attribute predictor", ToyPredictorConfig, ship=True)
+def _train_toy_predictor(args, cfg):
+    from .train.toy_predictor import train_toy_predictor
+
+    report = train_toy_predictor(cfg, ship=args.ship)
+    for name, acc in report["val_accuracy"].items():
+        print(f"{name:22s} {acc:.4f}")
+
+
+@command("train-toy-generator", "distil the ToyFaces renderer into a small StyleGAN2", ToyDistillConfig, ship=True)
+def _train_toy_generator(args, cfg):
+    from .train.toy_generator import train_toy_generator
+
+    train_toy_generator(cfg, ship=args.ship)
+
+
+@command("train-inversion", "train an inversion encoder (Style Transformer, w/o self, pSp, e4e)",
+         InversionTrainConfig, ship=True, resumes=True)
+def _train_inversion(args, cfg):
+    from .train.inversion import train_inversion
+
+    if args.ship and not cfg.figures:
+        cfg = cfg.override({"figures": "figures"})
+    trainer = train_inversion(cfg, resume=not args.restart)
+    if trainer.dist.is_main and trainer.history:
+        last = trainer.history[-1]
+        print(f"step {last['step']}: held-out MSE {last['val_l2']:.4f}; checkpoints in {cfg.out}")
+    if args.ship and trainer.dist.is_main:
+        art = artifacts.find("encoder", args.preset)
+        if art is None:
+            raise ValueError(f"--ship writes a registered encoder into data/; preset {args.preset!r} has none")
+        best = artifacts.load("encoder", Path(cfg.out) / "best.pt")
+        path = artifacts.export("encoder", best, art.path, {"steps": trainer.step, "command": art.command})
+        print(f"shipped the best held-out model to {path}")
+
+
+@command("ablation", "Table 1 on ToyFaces: train and compare pSp, w/o self and the full model",
+         InversionTrainConfig, ship=True)
+def _ablation(args, cfg):
+    from .checkpoints import REPO_ROOT
+    from .train.ablation import ablation_table, train_ablation, write_table
+
+    if cfg.out == InversionTrainConfig.preset(args.preset).out:
+        cfg = cfg.override({"out": "runs/toy_ablation"})
+    models = train_ablation(cfg, ship=args.ship)
+    held_out = get_domain(cfg.domain).labelled_dataset(cfg.n_val, cfg.seed + 20_000, cfg.model.input_size)
+    images = torch.stack([held_out[i][0] for i in range(len(held_out))])
+    rows = ablation_table(models, images, predictor=get_domain(cfg.domain).load("predictor"))
+    folder = REPO_ROOT / "figures" if args.ship else Path(cfg.out)   # tracked figures only when shipping
+    write_table(rows, folder / "table1_toyfaces.csv", folder / "table1_toyfaces.png")
+    for r in rows:
+        print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+
+
+@command("train-latent-classifier", "invert labelled images, then train the W+ attribute classifier",
+         LatentClassifierTrainConfig, ship=True, flags=[
+             flag("--encoder", default=None, help="inversion model spec (default: the domain's)"),
+             flag("--domain", default=None, help="domain whose labelled images to invert (default: the preset's)"),
+             flag("--n", type=int, default=20000, help="synthetic domains: faces to render and invert")])
+def _train_latent_classifier(args, cfg):
+    from .checkpoints import save_atomic
+    from .inference import labelled_codes
+    from .train.latent_classifier import train_latent_classifier
+
+    dom = get_domain(args.domain) if args.domain else domain_for_preset(args.preset)
+    model = dom.load("encoder", spec=args.encoder)
+    if args.n <= 0:
+        raise ValueError(f"--n must be a positive number of faces, got {args.n}")
+    wplus, labels, mask = labelled_codes(dom, model, n=args.n)
+    codes_path = save_atomic({"latents": wplus, "labels": labels, "mask": mask}, Path(cfg.out) / "codes.pt")
+    result = train_latent_classifier(wplus, labels, mask, cfg, out_dir=cfg.out)
+    print(f"W+ codes: {codes_path}")
+    if args.ship:
+        art = artifacts.find("classifier", args.preset)
+        if art is None:
+            raise ValueError(f"--ship writes a registered classifier into data/; preset {args.preset!r} has none")
+        print(f"shipped to {artifacts.export('classifier', result.model, art.path, {'command': art.command})}")
+    for name, acc in result.accuracy.items():
+        print(f"{name:22s} {acc:.4f}")
+
+
+@command("train-reference-editor", "train the reference-editing transformer on W+ codes",
+         ReferenceEditTrainConfig, ship=True, resumes=True)
+def _train_reference_editor(args, cfg):
+    from .train.reference_editing import train_reference_editor
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = train_reference_editor(cfg, resume=not args.restart, device=device)
+    m = result.metrics
+    if m:
+        print(f"step {result.steps} [{result.attribute}]: transfer {m['transfer_rate']:.3f} "
+              f"(changing pairs {m['transfer_rate_changing']:.3f}, n={m['n_changing']}), "
+              f"keep {m['keep_rate']:.3f}; checkpoint {result.checkpoint}")
+    else:
+        print(f"step {result.steps}: no held-out codes to evaluate; checkpoint {result.checkpoint}")
+    if args.ship:
+        art = artifacts.find("reference_editor", args.preset, result.attribute)
+        if art is None:
+            raise ValueError(f"--ship writes a registered editor into data/; there is none for preset "
+                             f"{args.preset!r} and {result.attribute!r}")
+        path = artifacts.export("reference_editor", result.model, art.path, {
+            "attribute": result.attribute, "generator": cfg.model.generator.checkpoint,
+            "classifier": cfg.model.classifier_checkpoint, "steps": result.steps, "metrics": json.dumps(m),
+            "command": art.command})
+        print(f"shipped {path}")
+
+
+@command("invert", "invert images with a trained encoder", flags=[
+    flag("--checkpoint", required=True, help="inversion model: a registered name ('toy') or a file"),
+    flag("--input", required=True, help="an image file or a folder of images"),
+    flag("--output", required=True, help="output folder (never scanned as input)"),
+    flag("--force", action="store_true", help="allow outputs inside the input folder"),
+    flag("--device", default="cpu")])
+def _invert(args, cfg):
+    from .inference import invert_files
+
+    model = artifacts.load("encoder", args.checkpoint, args.device)
+    report = invert_files(model, args.input, output_folder(args.output), force=args.force)
+    for path, why in report["skipped"]:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    print(f"inverted {report['n']} image(s), mean MSE {report['mse']:.4f} -> {report['output']}")
+
+
+@command("edit", "invert a photo and edit an attribute (label, InterFaceGAN, StyleSpace or reference)", flags=[
+    flag("--domain", default="toyfaces", help="domain of the weights (toyfaces, ffhq, or a registered one)"),
+    flag("--checkpoint", default=None, help="inversion model spec (default: the domain's)"),
+    flag("--input", required=True, help="the photo to edit"),
+    flag("--output", required=True, help="output folder"),
+    flag("--attribute", action="append", help="attribute to edit (repeatable; default Smiling)"),
+    flag("--alpha", action="append", help="signed strength per --attribute: + toward presence, - toward absence "
+                                          "(default: the domain's EditingConfig)"),
+    flag("--method", default=str(Method.LABEL_1), choices=[str(m) for m in Method if m is not Method.REFERENCE],
+         help="latent editing method"),
+    flag("--classifier", default=None, help="latent classifier spec (label methods; default: the domain's)"),
+    flag("--interfacegan", help="InterFaceGAN boundaries (InterFaceGAN.save), for --method interfacegan"),
+    flag("--stylespace", help="StyleSpace statistics (StyleSpace.save), for --method stylespace"),
+    flag("--reference", help="reference photo: transfer --attribute from it (uses --editor)"),
+    flag("--editor", help="reference-editing EditTransformer spec for --attribute ('toy' = shipped)"),
+    flag("--align", action="store_true", help="FFHQ-align the photos first: the most confident face (dlib, from "
+                                              "pip install -e \".[align]\")"),
+    flag("--all-faces", action="store_true", help="with --align: edit every detected face (out/face<i>/)"),
+    flag("--paste-back", action="store_true", help=f"with --align: write the edit back into the photo at full "
+                                                   f"resolution ({PASTED_PHOTO}, {ALIGNMENT_FILE})"),
+    flag("--feather", type=float, default=0.1, help="paste-back: soft edge of the face disc, fraction of the crop"),
+    flag("--landmarks", help="another dlib 68-point landmark model than the bundled one (with --align)"),
+    flag("--force", action="store_true", help="allow outputs to replace input files"),
+    flag("--device", default="cpu")])
+def _edit(args, cfg):
+    from .data.align import detect_and_align, open_photo
+    from .editing.session import EditSession
+
+    dom = get_domain(args.domain)
+    method = Method.parse(args.method)
+    attributes = args.attribute or ["Smiling"]
+    out = output_folder(args.output)
+    inputs = [args.input] + ([args.reference] if args.reference else [])
+    for p in inputs:
+        if not Path(p).expanduser().is_file():
+            raise FileNotFoundError(f"input photo not found: {Path(p).expanduser()}")
+    if (args.paste_back or args.all_faces) and not args.align:
+        raise ValueError(f"--{'paste-back' if args.paste_back else 'all-faces'} needs --align (faces are found by "
+                         f"the alignment)")
+    if not 0.0 <= args.feather <= 0.5:
+        raise ValueError(f"--feather is a fraction of the crop side in [0, 0.5], got {args.feather}")
+    check_outputs([out / n for n in EditSession.OUTPUT_FILES + PASTE_FILES], inputs, force=args.force)
+    label = method.order is not None
+    session = EditSession.for_domain(
+        dom, encoder=args.checkpoint, classifier=(args.classifier or None) if label else False,
+        interfacegan=args.interfacegan if method is Method.INTERFACEGAN else None,
+        stylespace=args.stylespace if method is Method.STYLESPACE else None,
+        reference_editors={attributes[0]: args.editor or dom.reference_editors.get(attributes[0])}
+        if args.reference else None, device=args.device)
+    if method is Method.INTERFACEGAN and not args.interfacegan:
+        raise ValueError("--method interfacegan needs --interfacegan (a file written by InterFaceGAN.save)")
+    if method is Method.STYLESPACE and not args.stylespace:
+        raise ValueError("--method stylespace needs --stylespace (a file written by StyleSpace.save)")
+    edits = None
+    if not args.reference:
+        alphas = args.alpha or [session.default_strength(method, a) for a in attributes]
+        if len(alphas) == 1 and len(attributes) > 1:
+            alphas = alphas * len(attributes)
+        if len(alphas) != len(attributes):
+            raise ValueError(f"{len(attributes)} --attribute but {len(alphas)} --alpha values")
+        edits = {a: s for a, s in zip(attributes, alphas)}
+
+    def edit_current(folder: Path) -> str:
+        if args.reference:
+            session.reference_edit(Path(args.reference).expanduser(), attributes[0], align=args.align,
+                                   landmarks=args.landmarks)
+            what = f"reference {attributes[0]}"
+        else:
+            session.render(edits, method=method)
+            what = f"{method} {dict(session.result.edits)}"
+        session.save(folder)
+        mse = ((session.image - session.reconstruction) ** 2).mean().item()
+        return f"edited ({what}); reconstruction MSE {mse:.4f} -> {folder}"
+
+    if not args.align:
+        session.set_image(Path(args.input).expanduser())
+        print(edit_current(out))
+        return
+    photo = open_photo(args.input)
+    faces = detect_and_align(photo, output_size=session.size, all_faces=args.all_faces, name=str(args.input),
+                             predictor_path=args.landmarks)
+    if args.all_faces:
+        check_outputs([out / f"face{i}" / n for i in range(len(faces)) for n in EditSession.OUTPUT_FILES], inputs,
+                      force=args.force)
+    pasted = photo
+    for i, face in enumerate(faces):
+        session.set_face(photo, face)
+        print(f"face {i}: box {tuple(round(v) for v in face.face.bbox)}, detector score {face.face.score:.2f}; "
+              + edit_current(out / f"face{i}" if args.all_faces else out))
+        if args.paste_back:
+            pasted = session.paste_back(pasted, feather=args.feather)
+    if args.paste_back:
+        out.mkdir(parents=True, exist_ok=True)
+        pasted.save(out / PASTED_PHOTO)
+        (out / ALIGNMENT_FILE).write_text(json.dumps([f.to_dict() for f in faces], indent=1))
+        print(f"pasted {len(faces)} face(s) back into the {photo.size[0]}x{photo.size[1]} photo -> "
+              f"{out / PASTED_PHOTO}")
+
