@@ -7,10 +7,35 @@ import numpy as np
 import torch
 
 
+def _float_to_uint8(x: np.ndarray) -> np.ndarray:
+    """Floats in [-1, 1] -> uint8 (0..255), rounding to nearest: the one such conversion in stytr."""
+    return ((np.clip(x, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
-    x = images.detach().float().cpu().clamp(-1, 1)
-    return ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+    return _float_to_uint8(images.detach().float().cpu().permute(0, 2, 3, 1).numpy())
+
+
+def to_uint8_image(image) -> np.ndarray:
+    """One image -> HxWx3 (or HxW) uint8, for ``imshow`` and PNG files.
+
+    ``image``: a CxHxW tensor (stytr's layout) or an array, CxHxW or HxWxC (or HxW), uint8 or floats
+    in [-1, 1]. For a batch laid out as a grid, :func:`grid_array`.
+    """
+    channels_first = False
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        image = (image if image.dtype == torch.uint8 else image.float()).numpy()
+        channels_first = image.ndim == 3
+    a = np.asarray(image)
+    if a.ndim == 3 and (channels_first or (a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4))):
+        a = np.transpose(a, (1, 2, 0))
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected one image (HxW, HxWxC or CxHxW), got shape {a.shape}")
+    return a if a.dtype == np.uint8 else _float_to_uint8(a)
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
@@ -27,7 +52,7 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2, pad_value: flo
 
 def grid_array(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
     """A grid of images in [-1, 1] as one (H, W, 3) uint8 array, ready for ``plt.imshow``."""
-    return to_uint8(image_grid(images, nrow=nrow, pad=pad)[None])[0]
+    return to_uint8_image(image_grid(images, nrow=nrow, pad=pad))
 
 
 def save_image(image: torch.Tensor, path, scale: int = 1) -> Path:
@@ -36,7 +61,7 @@ def save_image(image: torch.Tensor, path, scale: int = 1) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pil = Image.fromarray(to_uint8(image[None])[0])
+    pil = Image.fromarray(to_uint8_image(image))
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     pil.save(path)

@@ -1,13 +1,20 @@
-"""Supplementary Table 2 (user study): paper data, statistics, and the ipywidgets study runner."""
+"""Supplementary Table 2 (user study): paper data, statistics, the vote file and the ipywidgets study runner."""
 from __future__ import annotations
 
 import csv
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
+from stytr.apps import synthetic_study as synth
+from stytr.apps.common import from_png, to_png
+from stytr.apps.study import UserStudyApp, slot_order
 from stytr.eval import user_study as us
+from stytr.eval import votes
+from stytr.eval.user_study_report import format_table, plot_user_study
+from stytr.viz import to_uint8, to_uint8_image
 
 # Table 2 exactly as printed (rows: methods; columns: Quality BA GE GO, Disentanglement BA GE GO).
 PRINTED = {
@@ -52,9 +59,9 @@ def test_aggregate_reproduces_table2_percentages():
         np.testing.assert_array_equal(np.round(table.percent, 2), np.array([PRINTED[m] for m in us.METHODS]))
     # column winners = the paper's bold cells
     assert [table.winner(a, t) for a, t in COLUMNS] == ["Ours-2"] * 3 + ["Ours-1", "Ours-2", "Ours-2"]
-    md = us.format_table(table)
+    md = format_table(table)
     assert "**48.33**" in md and "**35.83**" in md and "122/120" in md
-    plain = us.format_table(table, style="plain", ci=False, tests=False)
+    plain = format_table(table, style="plain", ci=False, tests=False)
     assert "Quality(%)" in plain and "Disentanglement(%)" in plain and "49.17" in plain
     # default denominators are the observed column sums
     assert us.aggregate(us.paper_table2()).n.tolist() == [120, 120, 122, 120, 120, 118]
@@ -99,7 +106,7 @@ def test_significance_tests():
 def test_outputs(tmp_path):
     table = us.aggregate(us.paper_table2(), n_per_column=120)
     png = tmp_path / "user_study_table2.png"
-    us.plot_user_study(table, png)
+    plot_user_study(table, png)
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(png.with_suffix(".csv"), newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -113,21 +120,26 @@ def test_outputs(tmp_path):
 def test_image_conversion():
     rng = np.random.default_rng(0)
     chw = rng.uniform(-1, 1, (3, 8, 10)).astype(np.float32)
-    out = us.to_uint8_image(chw)
+    out = to_uint8_image(chw)
     assert out.shape == (8, 10, 3) and out.dtype == np.uint8
-    assert us.to_uint8_image(np.full((4, 4, 3), -1.0)).max() == 0
-    assert us.to_uint8_image(np.full((4, 4, 3), 1.0)).min() == 255
+    assert to_uint8_image(np.full((4, 4, 3), -1.0)).max() == 0
+    assert to_uint8_image(np.full((4, 4, 3), 1.0)).min() == 255
     u8 = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
-    assert np.array_equal(us.to_uint8_image(u8), u8)
-    assert us.to_png_bytes(u8)[:4] == b"\x89PNG"
+    assert np.array_equal(to_uint8_image(u8), u8)
+    assert to_png(u8)[:4] == b"\x89PNG"
+    assert np.array_equal(from_png(to_png(u8)), u8 / 127.5 - 1)
+    # one conversion for both apps and the figures: a tensor, even 3 wide, is channels first like viz.to_uint8
+    t = torch.rand(3, 5, 3) * 2 - 1
+    assert np.array_equal(to_uint8_image(t), to_uint8(t[None])[0])
+    assert np.array_equal(to_uint8_image(torch.from_numpy(chw)), to_uint8(torch.from_numpy(chw)[None])[0])
 
 
 def test_slot_order_deterministic():
     methods = ["m1", "m2", "m3", "m4"]
-    a = us.slot_order("p01", 3, methods)
-    assert a == us.slot_order("p01", 3, reversed(methods))  # independent of the given order
+    a = slot_order("p01", 3, methods)
+    assert a == slot_order("p01", 3, reversed(methods))  # independent of the given order
     assert sorted(a) == methods
-    orders = {tuple(us.slot_order(p, t, methods)) for p in ("p01", "p02") for t in range(10)}
+    orders = {tuple(slot_order(p, t, methods)) for p in ("p01", "p02") for t in range(10)}
     assert len(orders) > 5  # actually shuffled
 
 
@@ -157,7 +169,7 @@ def test_runner_records_resume_and_aggregate(tmp_path):
     sources, results = _images()
     attrs = ["Bangs", "GE", "Goatee", "Bangs"]
     clock = iter(np.arange(0.0, 1000.0, 0.5)).__next__
-    app = us.UserStudyApp(sources, results, attrs, path, clock=clock)
+    app = UserStudyApp(sources, results, attrs, path, clock=clock)
     assert app.trial is None and not app.finished
     # method names never visible
     assert not any(m in txt for txt in app.visible_texts() for m in METHODS)
@@ -172,7 +184,7 @@ def test_runner_records_resume_and_aggregate(tmp_path):
         assert app.trial == trial
         assert not any(m in txt for txt in app.visible_texts() for m in METHODS)
         app.choice_buttons[aspect][slot].click()
-        expected.append((trial, aspect, us.slot_order("p01", trial, METHODS)[slot], "ABCD"[slot]))
+        expected.append((trial, aspect, slot_order("p01", trial, METHODS)[slot], "ABCD"[slot]))
     # a second click on an answered aspect is ignored
     app.choice_buttons["quality"][0].click()
     rows = _read(path)
@@ -180,12 +192,12 @@ def test_runner_records_resume_and_aggregate(tmp_path):
     assert [r["attribute"] for r in rows] == ["Bangs", "Bangs", "Gender", "Gender", "Goatee"]
     assert all(r["participant"] == "p01" and float(r["response_time_s"]) > 0 and "T" in r["timestamp"] for r in rows)
     # the image in the chosen slot is the chosen method's image
-    assert app.slot_images[2].value == us.to_png_bytes(results[us.slot_order("p01", 2, METHODS)[2]][2])
+    assert app.slot_images[2].value == to_png(results[slot_order("p01", 2, METHODS)[2]][2])
     before = path.read_bytes()
 
     # "kill" the kernel: a new app on the same CSV resumes in trial 2 with quality already answered
     del app
-    app2 = us.UserStudyApp(sources, results, attrs, path, participant_id="p01")
+    app2 = UserStudyApp(sources, results, attrs, path, participant_id="p01")
     assert app2.trial == 2 and "resuming" in app2.status.value
     assert all(b.disabled for b in app2.choice_buttons["quality"])
     assert not any(b.disabled for b in app2.choice_buttons["disentanglement"])
@@ -200,7 +212,7 @@ def test_runner_records_resume_and_aggregate(tmp_path):
         (t, a) for t in range(4) for a in us.ASPECTS)
 
     # another participant gets their own shuffle and rows
-    app3 = us.UserStudyApp(sources, results, attrs, path, participant_id="p02")
+    app3 = UserStudyApp(sources, results, attrs, path, participant_id="p02")
     assert app3.trial == 0
     for _ in range(4):
         app3.choose("quality", 0)
@@ -208,7 +220,7 @@ def test_runner_records_resume_and_aggregate(tmp_path):
     assert app3.finished
     rows = _read(path)
     assert [r["choice"] for r in rows if r["participant"] == "p02" and r["aspect"] == "quality"] == [
-        us.slot_order("p02", t, METHODS)[0] for t in range(4)]
+        slot_order("p02", t, METHODS)[0] for t in range(4)]
 
     table = us.aggregate(path, methods=METHODS)
     assert table.methods == METHODS
@@ -223,14 +235,14 @@ def test_runner_records_resume_and_aggregate(tmp_path):
 def test_runner_rejects_bad_input(tmp_path):
     sources, results = _images(n=2)
     with pytest.raises(ValueError):
-        us.UserStudyApp(sources, {"only": results["Ours-2"]}, "Bangs", tmp_path / "v.csv")
+        UserStudyApp(sources, {"only": results["Ours-2"]}, "Bangs", tmp_path / "v.csv")
     with pytest.raises(ValueError):
-        us.UserStudyApp(sources[:1], results, "Bangs", tmp_path / "v.csv")
+        UserStudyApp(sources[:1], results, "Bangs", tmp_path / "v.csv")
     bad = tmp_path / "other.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError):
-        us.UserStudyApp(sources, results, "Bangs", bad)
-    app = us.UserStudyApp(sources, results, "Bangs", tmp_path / "v.csv")
+        UserStudyApp(sources, results, "Bangs", bad)
+    app = UserStudyApp(sources, results, "Bangs", tmp_path / "v.csv")
     app.start_button.click()  # empty participant id
     assert app.trial is None and "participant id" in app.status.value
     assert not (tmp_path / "v.csv").exists()
@@ -238,14 +250,194 @@ def test_runner_rejects_bad_input(tmp_path):
 
 def test_scripted_participant_on_synthetic_material(tmp_path):
     """The scripted participant reads the page and prefers the least noisy / least drifting method."""
-    sources, results, attributes = us.synthetic_study_material(2, seed=0)
+    sources, results, attributes = synth.synthetic_study_material(2, seed=0)
     assert len(sources) == len(attributes) == 2 * len(us.ATTRIBUTES) and set(results) == set(us.METHODS)
-    app = us.UserStudyApp(sources, results, attributes, tmp_path / "votes.csv", participant_id="bot")
+    app = UserStudyApp(sources, results, attributes, tmp_path / "votes.csv", participant_id="bot")
     rng = np.random.default_rng(0)
     while not app.finished:
-        us.scripted_answer(app, us.synthetic_judge, rng, temperature=1e-6)
+        synth.scripted_answer(app, synth.synthetic_judge, rng, temperature=1e-6)
     table = us.aggregate(tmp_path / "votes.csv", methods=list(results))
     assert table.counts.sum() == len(attributes) * len(us.ASPECTS)
     for attribute in us.ATTRIBUTES:
         assert table.winner("quality", attribute) == "Ours-2"
         assert table.winner("disentanglement", attribute) in ("Ours-1", "Ours-2")
+
+
+# ------------------------------------------------------------------------------------------
+# The vote file: locked appends, torn and malformed lines
+# ------------------------------------------------------------------------------------------
+
+HEADER = b"participant,trial,attribute,aspect,choice,slot,response_time_s,timestamp\r\n"
+
+
+def _one_answer_each(paths, pid, barrier):
+    """A runner that answers one question on each file of ``paths``, in step with the others."""
+    sources, results = _images(n=2, size=4)
+    app = UserStudyApp(sources, results, "Bangs", paths[0])
+    for path in paths:
+        app.csv_path = path
+        app.start(pid)
+        barrier.wait()
+        app.choose("quality", 0)
+
+
+def test_racing_runners_on_new_files_write_one_header(tmp_path):
+    """Four runners (threads of one kernel) answer at the same moment on 30 new vote files."""
+    import threading
+
+    paths = [tmp_path / f"race{i}" / "votes.csv" for i in range(30)]
+    barrier = threading.Barrier(4)
+    threads = [threading.Thread(target=_one_answer_each, args=(paths, f"p{i}", barrier)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(HEADER) and data.count(b"participant,trial") == 1, (path, data)
+        lines = data.split(b"\r\n")
+        assert len(lines) == 6 and lines[-1] == b""        # header, four whole rows, final line ending
+        assert sorted(r["participant"] for r in votes.read_votes(path)) == ["p0", "p1", "p2", "p3"]
+
+
+def _locked_runner(path, pid, ready, go):
+    sources, results = _images(n=2, size=4)
+    app = UserStudyApp(sources, results, "Bangs", path, participant_id=pid)
+    ready.set()
+    go.wait(60)
+    app.choose("quality", 1)                                # blocks while another process holds the lock
+
+
+def test_runners_in_two_processes_append_under_the_lock(tmp_path):
+    """Two kernels on one new file: their appends wait for the file lock, then write one header."""
+    import fcntl
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")
+    path = tmp_path / "votes.csv"
+    path.touch()                                            # a new, empty vote file
+    go = ctx.Event()
+    runners = [(ctx.Process(target=_locked_runner, args=(path, pid, ready, go)), ready)
+               for pid, ready in (("p1", ctx.Event()), ("p2", ctx.Event()))]
+    try:
+        for proc, _ in runners:
+            proc.start()
+        assert all(ready.wait(60) for _, ready in runners)
+        # opened after the fork, so the runners do not share this lock
+        with open(path, "ab") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            go.set()
+            time.sleep(0.5)                                 # both are clicking now
+            assert path.read_bytes() == b"", "a runner wrote without taking the file lock"
+        for proc, _ in runners:
+            proc.join(60)
+            assert proc.exitcode == 0
+    finally:
+        for proc, _ in runners:
+            if proc.is_alive():
+                proc.kill()
+    data = path.read_bytes()
+    assert data.startswith(HEADER) and data.count(b"participant,trial") == 1
+    assert sorted(r["participant"] for r in votes.read_votes(path)) == ["p1", "p2"]
+
+
+def _answer(app, n):
+    for _ in range(n):
+        app.choose([a for a in app.aspects if not app.choice_buttons[a][0].disabled][0], 0)
+
+
+def test_torn_last_line_is_kept_apart_and_reported(tmp_path):
+    path = tmp_path / "votes.csv"
+    sources, results = _images()
+    app = UserStudyApp(sources, results, "Bangs", path, participant_id="p01")
+    _answer(app, 3)                                         # trial 0 (both aspects), trial 1 quality
+    good = path.read_bytes()
+    # the kernel is killed while writing the answer to trial 1, disentanglement
+    path.write_bytes(good + b"p01,1,Bangs,disentangl")
+    before = path.read_bytes()
+
+    with pytest.warns(us.MalformedVotesWarning, match=r"left out 1 malformed line\(s\), counted 3 record\(s\); "
+                                                      r"line 5: 4 of 8 fields \(torn last line\)"):
+        table = us.aggregate(path, methods=METHODS)
+    assert table.counts.sum() == 3 and table.malformed == [(5, "4 of 8 fields (torn last line)")]
+    assert "line 5" in format_table(table)
+
+    app2 = UserStudyApp(sources, results, "Bangs", path, participant_id="p01")
+    assert app2.trial == 1 and not app2.choice_buttons["disentanglement"][0].disabled   # asked again
+    app2.choose("disentanglement", 2)
+    after = path.read_bytes()
+    assert after.startswith(before + b"\n")                 # every earlier byte kept; the torn line ended
+    new_line = after[len(before) + 1:]
+    assert new_line.endswith(b"\r\n") and new_line.count(b"\n") == 1 and new_line.startswith(b"p01,1,Bangs,disentanglement,")
+    with pytest.warns(us.MalformedVotesWarning, match=r"; line 5: 4 of 8 fields$"):
+        table = us.aggregate(path, methods=METHODS)
+    assert table.counts.sum() == 4 and [line for line, _ in table.malformed] == [5]
+
+
+def test_torn_quoted_field_does_not_swallow_later_answers(tmp_path):
+    """A row torn inside a quoted field (an id with a comma) leaves an open quote; later rows still count."""
+    path = tmp_path / "votes.csv"
+    sources, results = _images()
+    app = UserStudyApp(sources, results, "Bangs", path, participant_id="smith, j")
+    _answer(app, 2)
+    path.write_bytes(path.read_bytes() + b'"smith, j",1,Ban')
+    before = path.read_bytes()
+    other = UserStudyApp(sources, results, "Bangs", path, participant_id="p02")
+    _answer(other, 4)
+    assert path.read_bytes().startswith(before + b"\n")
+    with pytest.warns(us.MalformedVotesWarning, match=r"line 4: 3 of 8 fields"):
+        table = us.aggregate(path, methods=METHODS)
+    assert table.counts.sum() == 6
+    assert sorted({r["participant"] for r in votes.read_votes(path)}) == ["p02", "smith, j"]
+
+
+def test_malformed_rows_in_the_middle_are_named_and_the_rest_counted(tmp_path):
+    path = tmp_path / "votes.csv"
+    sources, results = _images()
+    app = UserStudyApp(sources, results, "Bangs", path, participant_id="p01")
+    _answer(app, 2)
+    lines = path.read_bytes().split(b"\r\n")
+    # a hand edit: a row cut short (line 3), a typo in an aspect (line 4), a trial that is not a number (line 5)
+    ts = b"2026-01-01T00:00:00.000+00:00"
+    lines[2:2] = [b"p07,0,Bangs", b"p08,0,Bangs,qualty,Ours-2,A,1.0," + ts, b"p09,x,Bangs,quality,Ours-2,A,1.0," + ts]
+    path.write_bytes(b"\r\n".join(lines))
+    before = path.read_bytes()
+    app2 = UserStudyApp(sources, results, "Bangs", path, participant_id="p01")
+    _answer(app2, 2)
+    assert path.read_bytes().startswith(before)
+    with pytest.warns(us.MalformedVotesWarning) as caught:
+        table = us.aggregate(path, methods=METHODS)
+    message = str(caught[0].message)
+    assert message.startswith(f"{path}: left out 3 malformed line(s), counted 4 record(s); ")
+    assert "line 3: 3 of 8 fields" in message and "line 4: unknown aspect 'qualty'" in message
+    assert "line 5: trial 'x' is not a trial number" in message
+    assert table.counts.sum() == 4 and [line for line, _ in table.malformed] == [3, 4, 5]
+    # a counts table with a bad cell: named by line too
+    counts = tmp_path / "counts.csv"
+    counts.write_text("method,aspect,attribute,votes\nA,quality,Bangs,3\nB,quality,Bangs,many\nB,quality,Bangs,2\n")
+    with pytest.warns(us.MalformedVotesWarning, match=r"line 3: votes 'many' is not a whole number"):
+        table = us.aggregate(counts)
+    assert table.counts.tolist() == [[3], [2]]
+
+
+def test_vote_file_edges(tmp_path):
+    # a header torn on the first answer is completed, not refused
+    path = tmp_path / "votes.csv"
+    path.write_bytes(HEADER[:15])
+    sources, results = _images(n=2)
+    app = UserStudyApp(sources, results, "Bangs", path, participant_id="p01")
+    app.choose("quality", 0)
+    assert path.read_bytes().startswith(HEADER) and len(votes.read_votes(path)) == 1
+    # an id on two lines is refused; nothing is written
+    app.start("p02\np03")
+    assert "one line" in app.status.value and len(votes.read_votes(path)) == 1
+    with pytest.raises(ValueError, match="line break"):
+        votes.append_vote(path, {"participant": "a\nb", "trial": 0})
+    # an answer that cannot be saved is shown and stays open
+    other = tmp_path / "other.csv"
+    app = UserStudyApp(sources, results, "Bangs", other, participant_id="p01")
+    other.write_text("a,b\n1,2\n")
+    app.choose("quality", 0)
+    assert "Answer not saved" in app.status.value and "not a vote CSV" in app.status.value
+    assert not app.choice_buttons["quality"][0].disabled and other.read_text() == "a,b\n1,2\n"

@@ -1,4 +1,4 @@
-"""The interactive editor (stytr.widgets.EditorApp), driven programmatically with random toy weights."""
+"""The interactive editor (stytr.apps.editor.EditorApp), driven programmatically with random toy weights."""
 from __future__ import annotations
 
 import datetime
@@ -21,7 +21,7 @@ from stytr.models.edit_transformer import EditTransformer  # noqa: E402
 from stytr.models.latent_classifier import LatentClassifier  # noqa: E402
 from stytr.models.inversion import build_inversion_model  # noqa: E402
 from stytr.toy import render_faces  # noqa: E402
-from stytr.widgets import EditorApp  # noqa: E402
+from stytr.apps.editor import EditorApp  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -192,3 +192,26 @@ def test_display_and_cache(app, session):
     app.update_now()
     assert session.render_count == n + 1
     assert time.perf_counter() - t0 < 5
+
+
+def test_close_frees_every_widget(session, tmp_path):
+    from stytr.apps.common import widget_tree
+
+    app = EditorApp(session, output_dir=str(tmp_path), debounce_s=5.0)
+    app.sliders["Smiling"].value = 1.0                       # a render is pending ...
+    assert app.pending
+    widgets = widget_tree(app.widget)
+    app.close()                                              # ... and is dropped with the widgets
+    assert not app.pending and all(wid.comm is None for wid in widgets)
+
+
+def test_slider_ranges_follow_the_domain_defaults(session, tmp_path):
+    """ToyFaces' EditingConfig: label and InterFaceGAN 8, StyleSpace 10; Male x1.5, Young x0.75."""
+    app = EditorApp(session, output_dir=str(tmp_path))
+    assert {a: app.sliders[a].max for a in ("Smiling", "Male", "Young")} == {"Smiling": 20.0, "Male": 30.0,
+                                                                             "Young": 15.0}
+    assert app.sliders["Male"].min == -30.0
+    app.close()
+    fixed = EditorApp(session, output_dir=str(tmp_path), max_strength=4.0)
+    assert {s.max for s in fixed.sliders.values()} == {4.0}
+    fixed.close()

@@ -2,8 +2,10 @@
 identity similarity of real faces.
 
 Submodules: :mod:`~stytr.eval.metrics`, :mod:`~stytr.eval.complexity`,
-:mod:`~stytr.eval.rescoring`, :mod:`~stytr.eval.user_study`, :mod:`~stytr.eval.identity`. The public names below are
-loaded on first use, so ``from stytr.eval import user_study`` stays free of torch.
+:mod:`~stytr.eval.rescoring`, :mod:`~stytr.eval.edit_rates`, :mod:`~stytr.eval.identity` (real faces), and
+for the user study :mod:`~stytr.eval.user_study` (statistics), :mod:`~stytr.eval.user_study_report` (tables,
+figure) and :mod:`~stytr.eval.votes` (the vote file). The runner app is :mod:`stytr.apps.study`.
+The public names below are loaded on first use, so ``from stytr.eval import user_study`` stays free of torch.
 """
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ _EXPORTS = {
     "rescoring": ("PAPER_ATTRIBUTES", "PAPER_ATTRIBUTE_LABELS", "PAPER_FIGURE1", "rescoring_matrix",
                   "disentanglement_score", "plot_rescoring", "predict_probabilities"),
     "edit_rates": ("edit_rates", "label_edit_rates", "reference_edit_rates"),
-    "user_study": ("paper_table2", "aggregate", "format_table", "plot_user_study", "write_table_csv", "UserStudyApp"),
+    "user_study": ("paper_table2", "aggregate"),
+    "user_study_report": ("format_table", "plot_user_study", "write_table_csv"),
+    "votes": ("append_vote", "read_votes", "read_vote_file"),
     "identity": ("identity_similarity", "DlibFaceEmbedder", "IRSE50Embedder"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE) + ["metrics", "complexity", "rescoring", "edit_rates", "user_study", "identity"]
+__all__ = sorted(_WHERE) + sorted(_EXPORTS)
 
 
 def __getattr__(name: str):

@@ -2,24 +2,26 @@
 
 ::
 
-    from stytr.widgets import EditorApp
+    from stytr.apps.editor import EditorApp
     app = EditorApp.from_checkpoints("toy", classifier="toy")     # or EditorApp(EditSession(...))
     app.display()
 
 Pick an image (a ToyFaces sample by seed, a file path, or an upload; dlib alignment
 optional), move the attribute sliders (label-editing strengths: + toward presence,
-- toward absence), choose the edit method (ours / InterFaceGAN / StyleSpace;
+- toward absence; each spans twice the largest default strength for its attribute
+in the domain's ``EditingConfig``, unless ``max_strength`` is given), choose the edit method (ours / InterFaceGAN / StyleSpace;
 methods without a model are left out and listed as unavailable) and, for ours,
 the order (1 / 2 / hvp). With reference editors, pick a reference image and an
 attribute and press "Apply reference". "Save" writes the edited image and its
 code (``edited.png``, ``wplus.pt``, ``side_by_side.png`` ...) to a new numbered
 folder under the output folder.
 
-Slider moves are debounced: every change restarts a timer of ``debounce_s``
-(0.15 s), and only when it runs out is the preview rendered, so dragging does not
-queue one generator call per intermediate value (a drag longer than ``max_wait_s``
-still refreshes that often). The render runs on the timer's thread under the
-session's lock. ``update_now()`` renders synchronously (tests, notebooks);
+Slider moves are debounced (:class:`stytr.apps.common.Debouncer`): every change
+restarts a timer of ``debounce_s`` (0.15 s), and only when it runs out is the
+preview rendered, so dragging does not queue one generator call per intermediate
+value (a drag longer than ``max_wait_s`` still refreshes that often). The render
+runs on the timer's thread under the session's lock. ``update_now()`` renders
+synchronously (tests, notebooks);
 ``last_latency_s`` is the time of the last update (edit + render + PNG encoding)
 and ``benchmark_latency(n)`` their median over ``n`` uncached updates.
 
@@ -31,61 +33,49 @@ Every control is an attribute for programmatic driving: ``app.sliders["Smiling"]
 """
 from __future__ import annotations
 
+import html
 import io
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import ipywidgets as w
 import torch
+from IPython.display import display
+from PIL import Image
 
-from .editing import Method, build_editors
-from .editing.session import EditSession
-from .toy.baselines import fit_toy_baselines
+from ..editing import Method, build_editors
+from ..editing.session import EditSession
+from ..toy import render_faces
+from ..toy.baselines import fit_toy_baselines
+from .common import Debouncer, close_widgets, to_png
 
-__all__ = ["EditorApp", "to_png"]
+__all__ = ["EditorApp"]
 
 METHOD_LABELS = {"ours": "ours (label)", "interfacegan": "InterFaceGAN", "stylespace": "StyleSpace"}
+TOY_SAMPLE = "ToyFaces sample"
 
 
 def _ui_method(method: Method) -> str:
     """The method button a session Method belongs to (the label orders share one)."""
     return "ours" if method.order is not None else str(method)
-TOY_SAMPLE = "ToyFaces sample"
-
-
-def to_png(image: torch.Tensor) -> bytes:
-    """(3, H, W) in [-1, 1] -> PNG bytes."""
-    from PIL import Image
-
-    from .viz import to_uint8
-
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(image[None])[0]).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class EditorApp:
     def __init__(self, session: EditSession, references: Mapping[str, Any] | None = None, output_dir="edits",
-                 max_strength: float = 5.0, step: float = 0.1, debounce_s: float = 0.15, max_wait_s: float = 0.6,
+                 max_strength: float | None = None, step: float = 0.1, debounce_s: float = 0.15, max_wait_s: float = 0.6,
                  display_size: int = 192, landmarks=None, seed: int = 0, method: str | None = None, order=1,
                  attributes=None):
-        import ipywidgets as w
-
         self.session = session
         self.references = dict(references or {})
-        self.debounce_s, self.max_wait_s = float(debounce_s), float(max_wait_s)
+        self.debouncer = Debouncer(self._update, debounce_s, max_wait_s)
         self.landmarks = landmarks
         self.last_latency_s: float | None = None
         self.latencies: list[float] = []
         self.render_count = 0          # updates that reached the preview
         self.last_saved: dict | None = None
         self.last_error: str | None = None
-        self._timer: threading.Timer | None = None
-        self._timer_lock = threading.Lock()
-        self._first_pending: float | None = None
-        self._inflight = 0             # debounced renders running on a timer thread
         self._suspend = 0              # >0: control changes do not schedule renders
         self._mode = "label"           # "label" (sliders) or "reference" (last reference edit shown)
         px = f"{int(display_size)}px"
@@ -118,7 +108,8 @@ class EditorApp:
         self.order = w.ToggleButtons(options=[("1", 1), ("2", 2), ("hvp", "hvp")], value=order, description="order",
                                      style={"button_width": "60px"})
         attrs = list(attributes) if attributes is not None else session.attributes()
-        self.sliders = {a: w.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=step,
+        limit = {a: max_strength if max_strength is not None else self._slider_limit(a) for a in attrs}
+        self.sliders = {a: w.FloatSlider(value=0.0, min=-limit[a], max=limit[a], step=step,
                                          description=a.replace("_", " "), continuous_update=True,
                                          readout_format=".1f", style={"description_width": "150px"},
                                          layout=w.Layout(width="420px"))
@@ -184,6 +175,11 @@ class EditorApp:
         if self.ref_view is not None:
             self._show_reference()
 
+    def _slider_limit(self, attribute: str) -> float:
+        """Twice the largest default strength (the session's EditingConfig) of any method for ``attribute``."""
+        defaults = [self.session.default_strength(m, attribute) for m in self.session.methods]
+        return min(2 * max(defaults, default=2.5), self.session.config.max_strength)
+
     # -- construction --------------------------------------------------------------------
     @classmethod
     def from_checkpoints(cls, checkpoint="toy", classifier="toy", interfacegan=None, stylespace=None,
@@ -202,12 +198,15 @@ class EditorApp:
 
     # -- display ---------------------------------------------------------------------------
     def display(self):
-        from IPython.display import display
-
         display(self.widget)
 
     def _ipython_display_(self):
         self.display()
+
+    def close(self):
+        """Stop a pending render and close every widget of the editor."""
+        self.debouncer.cancel()
+        close_widgets(self.widget)
 
     # -- images ----------------------------------------------------------------------------
     def _layout_source(self):
@@ -216,8 +215,6 @@ class EditorApp:
                                     "upload": [self.upload]}[kind]
 
     def _toy_sample(self, seed: int) -> torch.Tensor:
-        from .toy import render_faces
-
         size = self.session.size
         return render_faces(1, int(seed), size=size if size in (32, 64, 128) else 128)[0][0]
 
@@ -256,8 +253,6 @@ class EditorApp:
             self.load_sample()
 
     def _on_upload(self):
-        from PIL import Image
-
         if not self.upload.value:
             return
         item = self.upload.value[0]
@@ -322,53 +317,18 @@ class EditorApp:
 
     def schedule(self):
         """Debounced update: (re)start the timer; the render runs when it expires."""
-        with self._timer_lock:
-            now = time.perf_counter()
-            if self._timer is not None:
-                self._timer.cancel()
-            if self._first_pending is None:
-                self._first_pending = now
-            waited = now - self._first_pending
-            delay = 0.0 if waited >= self.max_wait_s else min(self.debounce_s, self.max_wait_s - waited)
-            self._timer = threading.Timer(delay, self._timer_fired)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _timer_fired(self):
-        with self._timer_lock:
-            self._timer = None
-            self._first_pending = None
-            self._inflight += 1
-        try:
-            self._update()
-        finally:
-            with self._timer_lock:
-                self._inflight -= 1
+        self.debouncer.schedule()
 
     def cancel_pending(self):
-        with self._timer_lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None
-            self._first_pending = None
+        self.debouncer.cancel()
 
     @property
     def pending(self) -> bool:
-        return self._timer is not None or self._inflight > 0
+        return self.debouncer.pending
 
     def wait(self, timeout: float = 5.0) -> bool:
         """Block until no debounced update is pending (True) or ``timeout`` seconds pass (False)."""
-        end = time.perf_counter() + timeout
-        while time.perf_counter() < end:
-            with self._timer_lock:
-                timer, busy = self._timer, self._inflight
-            if timer is None and not busy:
-                return True
-            if timer is not None:
-                timer.join(max(0.0, min(0.05, end - time.perf_counter())))
-            else:
-                time.sleep(0.005)
-        return False
+        return self.debouncer.wait(timeout)
 
     def update_now(self) -> float | None:
         """Render the current edit synchronously (cancelling a pending debounced one); returns the latency."""
@@ -406,7 +366,7 @@ class EditorApp:
 
     def _error(self, err):
         self.last_error = f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err)
-        self.status.value = f"<span style='color:#b00'>{_escape(self.last_error)}</span>"
+        self.status.value = f"<span style='color:#b00'>{html.escape(self.last_error)}</span>"
 
     def reset(self):
         """All sliders back to 0 (one update)."""
@@ -457,7 +417,7 @@ class EditorApp:
             self._error(err)
             return None
         self.last_saved = paths
-        self.status.value = f"<small>saved to {_escape(str(root / f'edit_{k:03d}'))}</small>"
+        self.status.value = f"<small>saved to {html.escape(str(root / f'edit_{k:03d}'))}</small>"
         return paths
 
     def benchmark_latency(self, n: int = 10, attribute: str | None = None) -> float:
@@ -482,9 +442,3 @@ class EditorApp:
             self._suspend -= 1
         self.update_now()
         return statistics.median(times)
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
