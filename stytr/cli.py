@@ -150,6 +150,9 @@ def _fail(name: str, err: BaseException):
 
 # -- output safety ----------------------------------------------------------------------------
 
+PASTED_PHOTO, ALIGNMENT_FILE = "edited_photo.png", "alignment.json"   # edit --paste-back
+PASTE_FILES = (PASTED_PHOTO, ALIGNMENT_FILE)
+
 def check_outputs(outputs, inputs, force: bool = False) -> None:
     """Refuse (unless ``force``) when an output file would replace an input file, or when two
     outputs of the run share a path."""
@@ -348,11 +351,17 @@ def _invert(args, cfg):
     flag("--stylespace", help="StyleSpace statistics (StyleSpace.save), for --method stylespace"),
     flag("--reference", help="reference photo: transfer --attribute from it (uses --editor)"),
     flag("--editor", help="reference-editing EditTransformer spec for --attribute ('toy' = shipped)"),
-    flag("--align", action="store_true", help="FFHQ-align the photos first (dlib)"),
-    flag("--landmarks", help="dlib shape_predictor_68_face_landmarks.dat (with --align)"),
+    flag("--align", action="store_true", help="FFHQ-align the photos first: the most confident face (dlib, from "
+                                              "pip install -e \".[align]\")"),
+    flag("--all-faces", action="store_true", help="with --align: edit every detected face (out/face<i>/)"),
+    flag("--paste-back", action="store_true", help=f"with --align: write the edit back into the photo at full "
+                                                   f"resolution ({PASTED_PHOTO}, {ALIGNMENT_FILE})"),
+    flag("--feather", type=float, default=0.1, help="paste-back: soft edge of the face disc, fraction of the crop"),
+    flag("--landmarks", help="another dlib 68-point landmark model than the bundled one (with --align)"),
     flag("--force", action="store_true", help="allow outputs to replace input files"),
     flag("--device", default="cpu")])
 def _edit(args, cfg):
+    from .data.align import detect_and_align, open_photo
     from .editing.session import EditSession
 
     dom = get_domain(args.domain)
@@ -363,7 +372,12 @@ def _edit(args, cfg):
     for p in inputs:
         if not Path(p).expanduser().is_file():
             raise FileNotFoundError(f"input photo not found: {Path(p).expanduser()}")
-    check_outputs([out / n for n in EditSession.OUTPUT_FILES], inputs, force=args.force)
+    if (args.paste_back or args.all_faces) and not args.align:
+        raise ValueError(f"--{'paste-back' if args.paste_back else 'all-faces'} needs --align (faces are found by "
+                         f"the alignment)")
+    if not 0.0 <= args.feather <= 0.5:
+        raise ValueError(f"--feather is a fraction of the crop side in [0, 0.5], got {args.feather}")
+    check_outputs([out / n for n in EditSession.OUTPUT_FILES + PASTE_FILES], inputs, force=args.force)
     label = method.order is not None
     session = EditSession.for_domain(
         dom, encoder=args.checkpoint, classifier=(args.classifier or None) if label else False,
@@ -375,23 +389,50 @@ def _edit(args, cfg):
         raise ValueError("--method interfacegan needs --interfacegan (a file written by InterFaceGAN.save)")
     if method is Method.STYLESPACE and not args.stylespace:
         raise ValueError("--method stylespace needs --stylespace (a file written by StyleSpace.save)")
-    session.set_image(Path(args.input).expanduser(), align=args.align, landmarks=args.landmarks)
-    if args.reference:
-        session.reference_edit(Path(args.reference).expanduser(), attributes[0], align=args.align,
-                               landmarks=args.landmarks)
-        what = f"reference {attributes[0]}"
-    else:
+    edits = None
+    if not args.reference:
         alphas = args.alpha or [session.default_strength(method, a) for a in attributes]
         if len(alphas) == 1 and len(attributes) > 1:
             alphas = alphas * len(attributes)
         if len(alphas) != len(attributes):
             raise ValueError(f"{len(attributes)} --attribute but {len(alphas)} --alpha values")
         edits = {a: s for a, s in zip(attributes, alphas)}
-        session.render(edits, method=method)
-        what = f"{method} {dict(session.result.edits)}"
-    session.save(out)
-    mse = ((session.image - session.reconstruction) ** 2).mean().item()
-    print(f"edited ({what}); reconstruction MSE {mse:.4f} -> {out}")
+
+    def edit_current(folder: Path) -> str:
+        if args.reference:
+            session.reference_edit(Path(args.reference).expanduser(), attributes[0], align=args.align,
+                                   landmarks=args.landmarks)
+            what = f"reference {attributes[0]}"
+        else:
+            session.render(edits, method=method)
+            what = f"{method} {dict(session.result.edits)}"
+        session.save(folder)
+        mse = ((session.image - session.reconstruction) ** 2).mean().item()
+        return f"edited ({what}); reconstruction MSE {mse:.4f} -> {folder}"
+
+    if not args.align:
+        session.set_image(Path(args.input).expanduser())
+        print(edit_current(out))
+        return
+    photo = open_photo(args.input)
+    faces = detect_and_align(photo, output_size=session.size, all_faces=args.all_faces, name=str(args.input),
+                             predictor_path=args.landmarks)
+    if args.all_faces:
+        check_outputs([out / f"face{i}" / n for i in range(len(faces)) for n in EditSession.OUTPUT_FILES], inputs,
+                      force=args.force)
+    pasted = photo
+    for i, face in enumerate(faces):
+        session.set_face(photo, face)
+        print(f"face {i}: box {tuple(round(v) for v in face.face.bbox)}, detector score {face.face.score:.2f}; "
+              + edit_current(out / f"face{i}" if args.all_faces else out))
+        if args.paste_back:
+            pasted = session.paste_back(pasted, feather=args.feather)
+    if args.paste_back:
+        out.mkdir(parents=True, exist_ok=True)
+        pasted.save(out / PASTED_PHOTO)
+        (out / ALIGNMENT_FILE).write_text(json.dumps([f.to_dict() for f in faces], indent=1))
+        print(f"pasted {len(faces)} face(s) back into the {photo.size[0]}x{photo.size[1]} photo -> "
+              f"{out / PASTED_PHOTO}")
 
 
 @command("convert-nvidia", "convert a StyleGAN2-ADA network-snapshot-*.pkl into a rosinality-layout .pt "
