@@ -8,6 +8,7 @@ with one line on stderr and exit status 2 (``STYTR_DEBUG=1`` shows the traceback
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
