@@ -26,3 +26,19 @@ def pytest_collection_modifyitems(config, items):
         for marker, skip in skips.items():
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def cli_fails(capsys):
+    """Run ``python -m stytr`` in-process, expect exit status 2 and one line on stderr; return that line."""
+    from stytr.cli import main
+
+    def run(argv) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as err:
+            main(argv)
+        assert err.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in lines[0]
+        return lines[0]
+    return run

@@ -106,15 +106,8 @@ def test_edit_all_faces_pastes_every_face(photo_path, tmp_path, capsys):
 
 
 @pytest.mark.photo
-def test_paste_back_flag_errors(photo_path, tmp_path, capsys):
-    def fails(argv) -> str:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as err:
-            main(argv)
-        assert err.value.code == 2
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and "Traceback" not in lines[0]
-        return lines[0]
+def test_paste_back_flag_errors(photo_path, tmp_path, cli_fails):
+    fails = cli_fails
 
     base = ["edit", "--checkpoint", "toy", "--classifier", "toy", "--input", str(photo_path)]
     assert "--paste-back needs --align" in fails(base + ["--paste-back", "--output", str(tmp_path / "a")])
