@@ -32,7 +32,7 @@ from .editing.stylespace import StyleSpace
 from .models.edit_transformer import EditTransformer
 from .models.inversion import InversionModel, build_inversion_model
 from .models.latent_classifier import LatentClassifier
-from .models.stylegan2 import Generator, generator_kwargs_from_state, load_rosinality_generator
+from .models.stylegan2 import Generator, generator_kwargs_from_state, load_nvidia_pickle, load_rosinality_generator
 from .toy.predictor import AttributePredictor
 
 __all__ = ["Artifact", "ARTIFACTS", "KINDS", "load", "resolve", "export", "find", "pretrained_dir"]
@@ -84,6 +84,11 @@ ARTIFACTS: tuple[Artifact, ...] = (
     *(Artifact("toy", "reference_editor", f"toyfaces_reference_editor_{a.lower()}.safetensors",
                f"python -m stytr train-reference-editor --preset toy --attribute {a} --ship", variant=a,
                requires=_TOY_DEPS) for a in ("Bangs", "Smiling", "Male")),
+    # Trained with the optional mode-seeking term (issue 18); the published-loss editors above stay the default.
+    *(Artifact("toy-mode-seeking", "reference_editor", f"toyfaces_reference_editor_{a.lower()}_mode_seeking.safetensors",
+               f"python -m stytr train-reference-editor --preset toy --attribute {a} --mode_seeking 1 --ship "
+               f"(codes: `python -m stytr train-latent-classifier --preset toy --n 8000`)",
+               variant=a, requires=_TOY_DEPS) for a in ("Bangs", "Smiling", "Male")),
     Artifact("ffhq", "generator", "stylegan2-ffhq-config-f.pt", shipped=False,
              source="rosinality/stylegan2-pytorch (converted from NVIDIA's FFHQ config-f)"),
     Artifact("ffhq", "encoder", "style_transformer_ffhq.pt", shipped=False,
@@ -169,9 +174,7 @@ def _generator(path: Path, device, art, options) -> Generator:
                 raise CheckpointError(f"{path}: {err}") from err
         load_state_strict(g, state, str(path))
         g.latent_avg = None
-    elif path.suffix == ".pkl":
-        from .models.nvidia_pickle import load_nvidia_pickle  # optional format, see its module
-
+    elif path.suffix == ".pkl":  # NVIDIA StyleGAN2-ADA snapshot, read without running its code
         g = load_nvidia_pickle(path)
     else:
         g, latent_avg = load_rosinality_generator(path)

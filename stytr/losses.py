@@ -61,16 +61,22 @@ def lpips_available() -> bool:
 class IDLoss(nn.Module):
     """1 - cosine similarity of ArcFace (IR-SE50) embeddings on the face crop.
 
-    The crop ``[35:223, 32:220]`` of a 256 px image is pooled to 112 px, as in pSp."""
+    The crop ``[35:223, 32:220]`` of a 256 px image is pooled to the network's input (112
+    px), as in pSp. ``weights``: pSp's ``model_ir_se50.pth`` (None: keep ``net``'s own
+    weights); ``net``: the identity network, by default the full :class:`IRSEBackbone`."""
 
-    def __init__(self, weights: str | Path = IR_SE50_FILE):
+    def __init__(self, weights: str | Path | None = IR_SE50_FILE, net: nn.Module | None = None):
         super().__init__()
         from .checkpoints import require_file
-        from .models.irse import build_id_network
+        from .models.irse import IRSEBackbone, load_ir_se50_weights
 
-        path = require_file(weights, "ID loss weights (pSp's IR-SE50, model_ir_se50.pth)",
-                            f"Download it from the pixel2style2pixel release and put it at {IR_SE50_FILE}")
-        self.net = build_id_network(path).eval().requires_grad_(False)
+        if weights is not None:  # checked before the 44M-parameter network is built
+            weights = require_file(weights, "ID loss weights (pSp's IR-SE50, model_ir_se50.pth)",
+                                   f"Download it from the pixel2style2pixel release and put it at {IR_SE50_FILE}")
+        net = IRSEBackbone() if net is None else net
+        if weights is not None:
+            load_ir_se50_weights(net, weights)
+        self.net = net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -80,7 +86,7 @@ class IDLoss(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != 256:
             x = F.adaptive_avg_pool2d(x, 256)
-        x = F.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], 112)
+        x = F.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], getattr(self.net, "input_size", 112))
         return F.normalize(self.net(x), dim=1)
 
     def forward(self, x, y):
@@ -106,6 +112,22 @@ def w_norm_loss(w_plus: torch.Tensor, latent_avg: torch.Tensor | None) -> torch.
     if latent_avg is not None:
         w_plus = w_plus - latent_avg
     return w_plus.norm(2, dim=-1).mean()
+
+
+def mode_seeking_loss(edit_a: torch.Tensor, edit_b: torch.Tensor, ref_a: torch.Tensor, ref_b: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking term after Mao et al. (MSGAN, CVPR 2019), for reference editing.
+
+    One source edited with two references: per sample the ratio ``mean|edit_a - edit_b| /
+    mean|ref_a - ref_b|`` (L1 means over all other axes); the loss is the batch mean of
+    ``1 / (ratio + eps)``. Minimising it makes different references give different edits,
+    in proportion to how different the references are. The references carry no gradient."""
+    if edit_a.shape != edit_b.shape or ref_a.shape != ref_b.shape or edit_a.shape[0] != ref_a.shape[0]:
+        raise ValueError(f"mode-seeking needs two edits and two references of one batch, got "
+                         f"{tuple(edit_a.shape)}, {tuple(edit_b.shape)}, {tuple(ref_a.shape)}, {tuple(ref_b.shape)}")
+    edits = (edit_a - edit_b).abs().flatten(1).mean(1)
+    refs = (ref_a - ref_b).detach().abs().flatten(1).mean(1)
+    return (1.0 / (edits / refs.clamp_min(eps) + eps)).mean()
 
 
 class InversionLoss(nn.Module):

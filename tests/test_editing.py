@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from stytr.config import GeneratorConfig
-from stytr.editing import (Editor, InterFaceGAN, InterFaceGANEditor, LabelEditor, StyleSpace, StyleSpaceEditor,
+from stytr.editing import (AS_RELEASED, Editor, InterFaceGAN, InterFaceGANEditor, LabelEditor, StyleSpace, StyleSpaceEditor,
                            direction, direction_cosine, hvp_direction, label_edit, layer_hessian, style_layout)
 from stytr.editing.label import _trust_region_coefficients
 from stytr.models.latent_classifier import LatentClassifier
@@ -89,6 +89,40 @@ def test_second_order_matches_algorithm_2_as_written(classifier, codes, target):
         direct = r_d.grad - r_0.grad
         direct = direct / torch.norm(direct, dim=1, keepdim=True)
         torch.testing.assert_close(ours[i], w - alpha * direct, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_as_released_matches_the_released_coach(classifier, codes, target):
+    # The released coach: label = the desired value, d = normalised difference of the gradients with
+    # respect to the probe a and to a zero offset, then w - 3 * (a - d).
+    xi, alpha = 1e-4, 3.0
+    a = torch.randn(codes.shape, generator=torch.Generator().manual_seed(5))
+    ours = label_edit(codes, classifier, "Male", target, alpha=alpha, order=AS_RELEASED, xi=xi, r=a)
+    label = torch.full((1,), float(target))
+    for i in range(codes.shape[0]):
+        probe = a[i].clone().requires_grad_(True)
+        zero = torch.zeros(N_LAT, DIM, requires_grad=True)
+        predicted = torch.sigmoid(classifier((codes[i] + xi * probe).reshape(1, -1))[0][:, MALE])
+        torch.nn.BCELoss()(predicted, label).backward()
+        predicted_0 = torch.sigmoid(classifier((codes[i] + zero).reshape(1, -1))[0][:, MALE])
+        torch.nn.BCELoss()(predicted_0, label).backward()
+        d = probe.grad - zero.grad
+        d = d / torch.norm(d, dim=1, keepdim=True)
+        torch.testing.assert_close(ours[i], codes[i] - alpha * (a[i] - d), atol=1e-5, rtol=1e-5)
+
+
+def test_as_released_is_algorithm_1_plus_the_probe(classifier, codes):
+    # With a zero probe the released edit is Algorithm 1's; with a random one the probe is added at scale alpha.
+    zero = torch.zeros_like(codes)
+    torch.testing.assert_close(label_edit(codes, classifier, "Male", 1, alpha=2.0, order=AS_RELEASED, r=zero),
+                               label_edit(codes, classifier, "Male", 1, alpha=2.0, order=1), atol=1e-5, rtol=1e-5)
+    big = torch.zeros(400, N_LAT, DIM)
+    delta = label_edit(big, classifier, "Male", 1, alpha=2.0, order=AS_RELEASED,
+                       generator=torch.Generator().manual_seed(0)) - big
+    assert 1.9 < delta.std().item() < 2.1
+    editor = LabelEditor(classifier, AS_RELEASED, seed=3)
+    assert editor.name == f"label-{AS_RELEASED}" and LabelEditor(classifier).order == 1      # off by default
+    torch.testing.assert_close(editor.edit_latent(codes, "Male", 2.0), editor.edit_latent(codes, "Male", 2.0))
 
 
 def test_directions_cosine(classifier, codes):

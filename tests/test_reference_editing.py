@@ -63,6 +63,33 @@ def test_loss_decreases_on_synthetic_codes(tmp_path):
     assert _mean(losses[-10:]) < 0.8 * _mean(losses[:10]), losses
 
 
+def test_mode_seeking_term_values_and_training():
+    from stytr.losses import mode_seeking_loss
+
+    ref_a, ref_b = codes(4, seed=1), codes(4, seed=2)
+    edit = codes(4, seed=3)
+    # Edits twice as far apart as their references: 1 / 2; identical edits: the largest penalty.
+    twice = mode_seeking_loss(edit, edit + 2 * (ref_a - ref_b), ref_a, ref_b)
+    assert twice.item() == pytest.approx(0.5, rel=1e-4)
+    assert mode_seeking_loss(edit, edit, ref_a, ref_b).item() > 1e4
+    with pytest.raises(ValueError, match="one batch"):
+        mode_seeking_loss(edit, edit[:2], ref_a, ref_b)
+
+
+def test_mode_seeking_option_trains_the_editor_apart(tmp_path):
+    data = codes(64)
+    cfg = smoke(tmp_path, attribute="Smiling", lr=3e-3, l2=0.0, ref=0.0, src=0.0, mode_seeking=1.0)
+    trainer = ReferenceEditTrainer(cfg, codes=data, model=balanced_model(cfg, data))
+    logs = []
+    for step in range(40):
+        logs.append(trainer.train_step(trainer.batch_for_step(step)))
+    assert _mean([x["ms"] for x in logs[-10:]]) < 0.8 * _mean([x["ms"] for x in logs[:10]])
+    assert "ms" not in ReferenceEditTrainer(smoke(tmp_path, "off"), codes=data).train_step(
+        trainer.batch_for_step(0))                        # off by default, as published
+    with pytest.raises(ValueError, match="mode_seeking"):
+        ReferenceEditTrainer(smoke(tmp_path, "bad", mode_seeking=-1.0), codes=data)
+
+
 def test_trainable_set_is_the_encoder_only(tmp_path):
     from stytr.checkpoints import save_weights
 
@@ -247,6 +274,15 @@ def test_ship_and_load_toy_editor(tmp_path, monkeypatch, capsys):
         artifacts.load("reference_editor", "toy", attribute="Smiling")   # no such file here: the error names it
     with pytest.raises(ValueError, match="registered shipped reference editor"):
         train_reference_editor(cfg.override({"attribute": "Young", "out": str(tmp_path / "young")}), ship=True)
+    # With the mode-seeking term the editor ships as its own artefact; the published-loss one stays as it was.
+    before = path.read_bytes()
+    main(["train-reference-editor", "--preset", "toy", "--ship", "--mode_seeking", "0.5", "--out", str(tmp_path / "ms")])
+    assert path.read_bytes() == before
+    seeking = artifacts.load("reference_editor", "toy-mode-seeking", attribute="Bangs")
+    assert artifacts.find("reference_editor", "toy-mode-seeking", "Bangs").path.name == \
+        "toyfaces_reference_editor_bangs_mode_seeking.safetensors"
+    with torch.no_grad():
+        assert not torch.allclose(seeking(src, ref), loaded(src, ref))
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path):

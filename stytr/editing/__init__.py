@@ -23,10 +23,10 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from .interfacegan import InterFaceGAN
-from .label import direction, direction_cosine, hvp_direction, label_edit, layer_hessian, normalize_per_layer
+from .label import AS_RELEASED, ORDERS, direction, direction_cosine, hvp_direction, label_edit, layer_hessian, normalize_per_layer
 from .stylespace import StyleSpace, style_layout
 
-__all__ = ["Method", "Editor", "LabelEditor", "check_strength", "build_editors", "InterFaceGANEditor", "StyleSpaceEditor", "InterFaceGAN", "StyleSpace",
+__all__ = ["AS_RELEASED", "ORDERS", "Method", "Editor", "LabelEditor", "check_strength", "build_editors", "InterFaceGANEditor", "StyleSpaceEditor", "InterFaceGAN", "StyleSpace",
            "label_edit", "direction", "direction_cosine", "hvp_direction", "layer_hessian", "normalize_per_layer",
            "style_layout"]
 
@@ -122,12 +122,14 @@ class Editor:
 
 
 class LabelEditor(Editor):
-    """Label-based editing with a latent classifier (supplementary Algorithms 1/2, or our exact ``"hvp"``)."""
+    """Label-based editing with a latent classifier (supplementary Algorithms 1/2, or our exact ``"hvp"``;
+    ``order=AS_RELEASED`` is Algorithm 2 as the authors' code runs it, see :mod:`stytr.editing.label`).
+    ``seed`` fixes the random probe of order 2 and ``AS_RELEASED``."""
 
     def __init__(self, classifier, order=1, xi: float = 1e-4, layers: Iterable[int] | None = None,
                  seed: int | None = None):
-        if order not in (1, 2, "hvp"):
-            raise ValueError(f"order must be 1, 2 or 'hvp', got {order!r}")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         self.classifier, self.order, self.xi = classifier, order, xi
         self.layers = None if layers is None else list(layers)
         self.seed = seed
@@ -139,7 +141,7 @@ class LabelEditor(Editor):
 
     def edit_latent(self, wplus, attribute, strength, target=1, G=None):
         gen = None
-        if self.seed is not None and self.order == 2:
+        if self.seed is not None and self.order in (2, AS_RELEASED):
             gen = torch.Generator().manual_seed(self.seed)
         with torch.enable_grad():   # callers often render under no_grad; the directions need gradients
             return label_edit(wplus, self.classifier, attribute, target, alpha=strength, order=self.order,

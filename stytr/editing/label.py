@@ -22,6 +22,24 @@ always ``w_edit = w - alpha * d``:
     (1e-8 for xi = 1e-4), below float32 resolution, so in practice the
     direction equals Algorithm 1's up to rounding and the random probe.
 
+``order=AS_RELEASED`` (``"2-released"``: Algorithm 2 as the authors' released code runs it; off by default)
+    The released label-editing coach (``training/coach_label_edit.py`` of
+    sapphire497/style-transformer) draws the probe ``a ~ N(0, I)`` of the shape of
+    ``w``, forms the same difference of gradients at ``w + xi*a`` and at ``w``
+    with the label set to the *desired* value (``y_t = target``), normalises it per
+    row to ``d``, and edits with ``w - alpha*(a - d)``::
+
+        w_edit = w - alpha*a + alpha*d
+
+    So the random probe itself enters the edit: every W+ entry moves by
+    ``N(0, alpha**2)`` on top of Algorithm 1's unit-row step (``+alpha*d`` moves
+    toward ``target`` because ``d ≈ -∇L`` points down the loss of the desired
+    label). This variant reproduces that, with two differences that do not
+    change the direction: the loss is our saturation-free BCE (the released
+    ``binary_cross_entropy_with_logits`` has an exactly zero gradient for a very
+    confident classifier, and the division by the row norm then gives NaN), and
+    ``layers`` masks the probe too. The released script uses ``alpha = 3``.
+
 ``order="hvp"`` (ours: exact curvature, see :func:`hvp_direction`)
     A trust-region Newton step on the attribute loss, restricted to the span of
     the per-row gradient directions, with exact Hessian-vector products.
@@ -40,11 +58,16 @@ import torch.nn.functional as F
 
 from ..attributes import CELEBA_ATTRIBUTES, attribute_index
 
-__all__ = ["label_edit", "direction", "direction_cosine", "normalize_per_layer", "attribute_logit",
+__all__ = ["AS_RELEASED", "ORDERS", "label_edit", "direction", "direction_cosine", "normalize_per_layer", "attribute_logit",
            "hvp_direction", "layer_hessian"]
 
 Order = Union[int, str]
 _EPS = 1e-12
+
+#: Algorithm 2 as the authors' released code runs it (the probe enters the edit); see the module docstring.
+AS_RELEASED = "2-released"
+#: Every label-editing order; 1, 2 and "hvp" are the defaults' family, AS_RELEASED is opt-in.
+ORDERS = (1, 2, "hvp", AS_RELEASED)
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -134,6 +157,13 @@ def _first_order(classifier, w, attribute, target):
     return torch.autograd.grad(_loss(classifier, w_, attribute, target), w_)[0]
 
 
+def _probe(w, r, generator) -> torch.Tensor:
+    if r is None:
+        r = torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu" if generator is None
+                        else generator.device).to(w.device)
+    return torch.as_tensor(r, dtype=w.dtype, device=w.device).expand_as(w)
+
+
 def _second_order(classifier, w, attribute, target, xi, r, generator):
     # Sign convention, checked against the authors' training/coach_label_edit.py: its second-order branch
     # sets the edited attribute's label to 1 where its (commented-out) first-order branch sets 0, i.e. the
@@ -141,16 +171,21 @@ def _second_order(classifier, w, attribute, target, xi, r, generator):
     # is what Algorithm 2's ascent-like sign calls for. That script then subtracts 3*(r - d) instead of
     # alpha*d (flipping the sign once more and adding the probe r itself); we follow Algorithm 2 as printed.
     y = 1 - target
-    if r is None:
-        r = torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu" if generator is None
-                        else generator.device).to(w.device)
-    r = torch.as_tensor(r, dtype=w.dtype, device=w.device).expand_as(w)
+    r = _probe(w, r, generator)
     r_d = r.detach().clone().requires_grad_(True)
     r_0 = torch.zeros_like(w, requires_grad=True)
     w0 = w.detach()
     grad_d = torch.autograd.grad(_loss(classifier, w0 + xi * r_d, attribute, y), r_d)[0]
     grad_0 = torch.autograd.grad(_loss(classifier, w0 + r_0, attribute, y), r_0)[0]
     return grad_d - grad_0
+
+
+def _as_released(classifier, w, attribute, target, xi, r, generator, mask):
+    """The released coach's ``a - d``: the probe minus the per-row normalised gradient difference,
+    with the label set to ``target`` (``_second_order`` uses ``1 - target``, hence the flip)."""
+    r = _probe(w, r, generator)
+    d = normalize_per_layer(_second_order(classifier, w, attribute, 1 - target, xi, r, None) * mask)
+    return (r - d) * mask
 
 
 # -- exact second order --------------------------------------------------------------
@@ -271,8 +306,10 @@ def direction(w: torch.Tensor, classifier: Callable, attribute: int | str, targe
 
     Orders 1 and 2: each edited W+ row has unit L2 norm (rows outside ``layers``
     are zero). ``order="hvp"``: see :func:`hvp_direction` (needs ``alpha``, RMS
-    row norm 1). All point *away* from ``target`` so that subtracting them moves
-    toward it; :func:`direction_cosine` compares two of them per sample.
+    row norm 1). ``order=AS_RELEASED``: the probe minus a unit-row direction,
+    ``r - d`` (rows of norm about sqrt(style_dim)). All point *away* from ``target``
+    (to first order) so that subtracting them moves toward it;
+    :func:`direction_cosine` compares two of them per sample.
     """
     w, squeeze = _check_w(w)
     attribute = _resolve_attribute(classifier, attribute)
@@ -285,8 +322,10 @@ def direction(w: torch.Tensor, classifier: Callable, attribute: int | str, targe
             d = normalize_per_layer(_second_order(classifier, w, attribute, t, xi, r, generator) * mask)
         elif order == "hvp":
             d = hvp_direction(classifier, w, attribute, t, alpha=alpha, layers=layers)
+        elif order == AS_RELEASED:
+            d = _as_released(classifier, w, attribute, t, xi, r, generator, mask)
         else:
-            raise ValueError(f"order must be 1, 2 or 'hvp', got {order!r}")
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     d = d.detach()
     return d.squeeze(0) if squeeze else d
 
@@ -302,7 +341,7 @@ def label_edit(w: torch.Tensor, classifier: Callable, attribute: int | str, targ
     (the authors' script uses 3); a negative ``alpha`` moves away from
     ``target`` (for ``"hvp"``: toward ``1 - target`` with step ``|alpha|``).
     ``xi`` and ``r`` (the probe, shape of ``w`` or of one code) are used by
-    order 2 only (``xi`` = 1e-4 as in the authors' script; the supplementary's
+    order 2 and ``AS_RELEASED`` only (``xi`` = 1e-4 as in the authors' script; the supplementary's
     "10e-4" would literally be 1e-3); ``layers`` restricts the edit to these W+ rows. Returns the
     edited codes, detached.
     """

@@ -8,18 +8,27 @@ keeping the module tree, which is how the ToyFaces generator is configured.
 Besides the usual W / W+ interface the generator exposes its style space S (the
 per-layer outputs of the modulation layers) for StyleSpace editing:
 ``G.w_to_s(w_plus)`` gives the list of S codes and ``G.synthesize_s(s)`` renders them.
+
+On a CPU the synthesis layers take the fast path of :mod:`stytr.models.stylegan2_fast`
+unless ``STYTR_PATH=reference`` (:mod:`stytr.runtime`); the code below is the reference
+that the fast path is tested against.
 """
 from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checkpoints import CheckpointError, load_state_strict, save_atomic
 from ..ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
+from ..runtime import fast_path_enabled
+from . import stylegan2_fast as fast
+from .nvidia_pickle import SnapshotError, SnapshotInfo, import_generator
 
 RESOLUTIONS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -193,9 +202,13 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
+    """Modulated conv, noise, bias and leaky ReLU with gain. ``conv_clamp`` (StyleGAN2-ADA; None in
+    rosinality's layout) clamps the result to +-conv_clamp after the activation gain."""
+
     def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, blur_kernel=(1, 3, 3, 1),
-                 demodulate=True):
+                 demodulate=True, conv_clamp: float | None = None):
         super().__init__()
+        self.conv_clamp = conv_clamp
         self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, upsample=upsample,
                                     blur_kernel=blur_kernel, demodulate=demodulate)
         self.noise = NoiseInjection()
@@ -205,12 +218,19 @@ class StyledConv(nn.Module):
         return self.forward_s(x, self.conv.modulation(style), noise)
 
     def forward_s(self, x, s, noise=None):
-        return self.activate(self.noise(self.conv.forward_s(x, s), noise=noise))
+        if fast_path_enabled() and fast.applies(x):
+            return fast.styled_conv(self, x, s, noise)
+        out = self.activate(self.noise(self.conv.forward_s(x, s), noise=noise))
+        return out if self.conv_clamp is None else out.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class ToRGB(nn.Module):
-    def __init__(self, in_channel, style_dim, upsample=True, blur_kernel=(1, 3, 3, 1)):
+    """``conv_clamp`` (StyleGAN2-ADA) clamps this layer's own output, before the skip is added."""
+
+    def __init__(self, in_channel, style_dim, upsample=True, blur_kernel=(1, 3, 3, 1),
+                 conv_clamp: float | None = None):
         super().__init__()
+        self.conv_clamp = conv_clamp
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
@@ -220,7 +240,11 @@ class ToRGB(nn.Module):
         return self.forward_s(x, self.conv.modulation(style), skip)
 
     def forward_s(self, x, s, skip=None):
+        if fast_path_enabled() and fast.applies(x):
+            return fast.to_rgb(self, x, s, skip)
         out = self.conv.forward_s(x, s) + self.bias
+        if self.conv_clamp is not None:
+            out = out.clamp(-self.conv_clamp, self.conv_clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -228,9 +252,12 @@ class ToRGB(nn.Module):
 
 class Generator(nn.Module):
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
-                 blur_kernel=(1, 3, 3, 1), lr_mlp: float = 0.01, channel_max: int = 512):
+                 blur_kernel=(1, 3, 3, 1), lr_mlp: float = 0.01, channel_max: int = 512,
+                 conv_clamp: float | None = None):
         super().__init__()
         self.size, self.style_dim, self.n_mlp = size, style_dim, n_mlp
+        self.conv_clamp = conv_clamp  # StyleGAN2-ADA's activation clamp; None (off) in rosinality's networks
+        clamp = dict(conv_clamp=conv_clamp)
         self.log_size = check_size(size)
         self.style = nn.Sequential(
             PixelNorm(),
@@ -239,8 +266,8 @@ class Generator(nn.Module):
         blur_kernel = list(blur_kernel)
 
         self.input = ConstantInput(self.channels[4])
-        self.conv1 = StyledConv(self.channels[4], self.channels[4], 3, style_dim, blur_kernel=blur_kernel)
-        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False)
+        self.conv1 = StyledConv(self.channels[4], self.channels[4], 3, style_dim, blur_kernel=blur_kernel, **clamp)
+        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False, **clamp)
 
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
@@ -254,9 +281,10 @@ class Generator(nn.Module):
         in_channel = self.channels[4]
         for i in range(3, self.log_size + 1):
             out_channel = self.channels[2**i]
-            self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
-            self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
-            self.to_rgbs.append(ToRGB(out_channel, style_dim))
+            self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True, blur_kernel=blur_kernel,
+                                         **clamp))
+            self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel, **clamp))
+            self.to_rgbs.append(ToRGB(out_channel, style_dim, **clamp))
             in_channel = out_channel
         self.n_latent = self.log_size * 2 - 2
 
@@ -345,13 +373,16 @@ class Generator(nn.Module):
         noise = self._resolve_noise(noise, randomize_noise)
         s = iter(s_codes)
         out = self.input(s_codes[0].shape[0])
+        on_fast_path = fast_path_enabled() and fast.applies(out)
+        if on_fast_path and fast.use_channels_last(min(self.channels.values()), out.shape[0]):
+            out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1.forward_s(out, next(s), noise=noise[0])
         skip = self.to_rgb1.forward_s(out, next(s))
         for i, to_rgb in enumerate(self.to_rgbs):
             out = self.convs[2 * i].forward_s(out, next(s), noise=noise[2 * i + 1])
             out = self.convs[2 * i + 1].forward_s(out, next(s), noise=noise[2 * i + 2])
             skip = to_rgb.forward_s(out, next(s), skip)
-        return skip
+        return skip.contiguous() if on_fast_path else skip
 
 
 class ConvLayer(nn.Sequential):
@@ -430,9 +461,9 @@ def generator_kwargs_from_state(state: dict[str, torch.Tensor]) -> dict:
     size = 2 ** (n_to_rgbs + 2)
     channels = {2 ** (i + 3): state[f"convs.{2 * i}.conv.weight"].shape[1] for i in range(n_to_rgbs)}
     channel_max = max([c4, *channels.values()])
-    # The 64-px block has 256 * channel_multiplier maps unless the cap cut it.
-    ch64 = channels.get(64)
-    mult = (ch64 / 256) if ch64 is not None and ch64 < channel_max else 2
+    # A block of res >= 64 px has 16384 * channel_multiplier / res maps unless the cap cut it.
+    below_cap = [(res, ch) for res, ch in sorted(channels.items()) if res >= 64 and ch < channel_max]
+    mult = below_cap[0][1] * below_cap[0][0] / 16384 if below_cap else 2
     lr_mlp = 0.01
     return dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=mult, channel_max=channel_max,
                 lr_mlp=lr_mlp)
@@ -453,10 +484,49 @@ def load_rosinality_generator(path, device="cpu", key: str = "g_ema", **kwargs):
                               f"found {found}")
     state = ckpt[key]
     try:
-        arch = {**generator_kwargs_from_state(state), **kwargs}
+        # conv_clamp: written by convert_nvidia_pickle for StyleGAN2-ADA networks that clamp.
+        clamp = {} if ckpt.get("conv_clamp") is None else {"conv_clamp": float(ckpt["conv_clamp"])}
+        arch = {**generator_kwargs_from_state(state), **clamp, **kwargs}
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
     generator = Generator(**arch)
     load_state_strict(generator, state, f"{path} [{key}]")
     latent_avg = ckpt.get("latent_avg")
     return generator.to(device).eval(), (latent_avg.to(device) if latent_avg is not None else None)
+
+
+# -- NVIDIA StyleGAN2-ADA snapshots ----------------------------------------------
+
+def load_nvidia_pickle(path, device="cpu") -> Generator:
+    """``G_ema`` of a StyleGAN2-ADA ``network-snapshot-*.pkl``, read without running the code inside
+    it (:mod:`stytr.models.nvidia_pickle`). It computes in float32 whatever blocks the snapshot marks
+    fp16. ``G.latent_avg`` is the snapshot's ``w_avg`` (the truncation centre; None if untracked) and
+    ``G.snapshot_info`` reports resolution, num_ws and the mapping's layer count. In eval mode."""
+    imported = import_generator(path)
+    info = imported.info
+    arch = generator_kwargs_from_state(imported.state)
+    ours = base_channels(arch["channel_multiplier"], arch["channel_max"])
+    if any(ours[res] != ch for res, ch in info.channels.items()):
+        raise SnapshotError(f"{path}: channels per resolution {info.channels} do not follow StyleGAN2's table "
+                            f"(channel_base / res capped at channel_max, 512 at most up to 32 px)")
+    generator = Generator(**arch, conv_clamp=imported.conv_clamp)
+    load_state_strict(generator, imported.state, f"{path} [G_ema]")
+    generator = generator.to(device).eval()
+    generator.latent_avg = imported.latent_avg.to(device) if imported.latent_avg is not None else None
+    generator.snapshot_info = info
+    return generator
+
+
+def convert_nvidia_pickle(src, out) -> SnapshotInfo:
+    """Write ``src``'s ``G_ema`` as a rosinality-layout checkpoint (``{'g_ema', 'latent_avg'}``, plus
+    ``conv_clamp`` when the network clamps) at ``out``, atomically; ``load_rosinality_generator`` reads it."""
+    if Path(out).expanduser().resolve() == Path(src).expanduser().resolve():
+        raise CheckpointError(f"{out}: the output would overwrite the snapshot it is converted from")
+    generator = load_nvidia_pickle(src)
+    ckpt = {"g_ema": generator.state_dict()}
+    if generator.latent_avg is not None:
+        ckpt["latent_avg"] = generator.latent_avg
+    if generator.conv_clamp is not None:
+        ckpt["conv_clamp"] = generator.conv_clamp
+    save_atomic(ckpt, out)
+    return generator.snapshot_info

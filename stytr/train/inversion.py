@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import artifacts
 from ..checkpoints import REPO_ROOT, load_state_strict
@@ -29,7 +29,7 @@ from ..toy import ToyFacesDataset
 from ..viz import image_grid, interleave, save_image
 from .distributed import DistInfo, all_reduce_mean, cleanup, setup
 from .loop import Loop, set_hyperparameters
-from .sampling import StepSampler
+from .sampling import StepSampler, split_indices
 
 
 class _ImagesOnly(Dataset):
@@ -54,8 +54,15 @@ def build_datasets(cfg: InversionTrainConfig):
         val = ToyFacesDataset(cfg.n_val, seed=cfg.seed + 20_000, size=size)
         return _ImagesOnly(train), _ImagesOnly(val)
     if cfg.data == "folder":
-        return (ImageFolderDataset(cfg.train_dir, size=size, train=True, flip=False),
-                ImageFolderDataset(cfg.val_dir, size=size, train=False))
+        train = ImageFolderDataset(cfg.train_dir, size=size, train=True, flip=False)
+        if cfg.val_dir:
+            return train, ImageFolderDataset(cfg.val_dir, size=size, train=False)
+        # No held-out folder: hold n_val images of the training folder out (a seeded split).
+        if len(train) < 2:
+            raise ValueError(f"{cfg.train_dir} holds {len(train)} image(s): too few to hold any out (give --val_dir)")
+        keep, held = split_indices(len(train), min(cfg.n_val, len(train) // 2) / len(train), cfg.seed)
+        val = ImageFolderDataset(cfg.train_dir, size=size, train=False)
+        return Subset(train, keep.tolist()), Subset(val, held.tolist())
     raise ValueError(f"unknown data source {cfg.data!r}: use 'toyfaces' or 'folder'")
 
 

@@ -12,6 +12,17 @@ encoder only, the classifier and the generator frozen, the encoder in train mode
 on), as published. A seeded random ``val_fraction`` of the codes is held out for
 :func:`stytr.eval.edit_rates.evaluate_reference_editor` (transfer and keep rates).
 
+    l2  * MSE(src W+, edited W+)
+  + ref * MSE(e_attr(edited), e_attr(ref))                 # the edited attribute follows the reference
+  + src * MSE(e_others(edited), e_others(src))             # all other attributes stay as in the source
+  + mode_seeking * 1 / (|E(s, r) - E(s, r')|_1 / |r - r'|_1)  # optional (off by default): see below
+
+The mode-seeking term (``mode_seeking > 0``; after Mao et al.'s MSGAN, the "[4]" of the
+supplementary's limitations) edits each source a second time with another reference of
+the batch (the references rolled by one) and penalises edits that differ less than their
+references do (:func:`stytr.losses.mode_seeking_loss`), against the mode collapse that
+makes every reference give the same edit.
+
 The run goes through :class:`stytr.train.loop.Loop`: ``out/last.pt`` resumes exactly (the
 pairs of a step are a function of (seed, step)); ``out/final.pt`` (our ``format='stytr-edit'``
 layout plus the training state) loads with
@@ -34,7 +45,7 @@ from ..config import ReferenceEditTrainConfig
 from ..data.codes import load_codes
 from ..domains import DOMAINS
 from ..eval.edit_rates import evaluate_reference_editor, latent_decisions, opposite_references
-from ..losses import reference_editing_loss
+from ..losses import mode_seeking_loss, reference_editing_loss
 from ..models.edit_transformer import EditTransformer
 from ..viz import image_grid, interleave
 from .loop import Loop, json_safe, set_hyperparameters
@@ -75,6 +86,9 @@ class ReferenceEditTrainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if cfg.mode_seeking < 0 or (cfg.mode_seeking > 0 and cfg.batch < 4):
+            raise ValueError(f"mode_seeking must be >= 0 and needs batch >= 4 (two references per source), "
+                             f"got mode_seeking={cfg.mode_seeking}, batch={cfg.batch}")
         torch.manual_seed(cfg.seed)
         self.device = torch.device(device)
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
@@ -130,6 +144,11 @@ class ReferenceEditTrainer:
         edited = self.model(src, ref)
         total, terms = reference_editing_loss(self.model.classifier, src, ref, edited, self.attr,
                                               self.cfg.l2, self.cfg.ref, self.cfg.src)
+        if self.cfg.mode_seeking > 0:
+            other = ref.roll(1, dims=0)                 # a second reference per source, from the same batch
+            terms["ms"] = mode_seeking_loss(edited, self.model(src, other), ref, other)
+            total = total + self.cfg.mode_seeking * terms["ms"]
+            terms["ms"] = terms["ms"].detach()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
@@ -168,7 +187,9 @@ def shipped_editor(cfg: ReferenceEditTrainConfig, attribute: str):
     for dom in DOMAINS.values():
         spec = dom.reference_editors.get(attribute)
         if spec and dom.classifier and dom.classifier == cfg.model.classifier_checkpoint:
-            art = artifacts.find("reference_editor", spec, attribute)
+            # An editor trained with the mode-seeking term ships as its own artefact, beside the published-loss one.
+            art = artifacts.find("reference_editor", f"{spec}-mode-seeking" if cfg.mode_seeking > 0 else spec,
+                                 attribute)
             if art is not None and art.shipped:
                 return art, dom
     raise ValueError(f"--ship replaces a registered shipped reference editor; none is registered for {attribute!r} "
