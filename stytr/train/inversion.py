@@ -12,6 +12,7 @@ shipped encoder and the figures into the repository's ``figures/``.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -217,7 +218,7 @@ class InversionTrainer:
             fig, ax = plt.subplots(figsize=(5, 3))
             steps = [h["step"] for h in self.history]
             for key in [k for k in self.history[-1] if k.startswith("val_")]:
-                ax.plot(steps, [h[key] for h in self.history], label=key[4:])
+                ax.plot(steps, [math.nan if h.get(key) is None else h[key] for h in self.history], label=key[4:])
             ax.set_xlabel("step")
             ax.set_yscale("log")
             ax.set_title(f"held-out losses ({self.model.kind})")
