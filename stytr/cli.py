@@ -326,12 +326,14 @@ def _train_reference_editor(args, cfg):
     flag("--input", required=True, help="an image file or a folder of images"),
     flag("--output", required=True, help="output folder (never scanned as input)"),
     flag("--force", action="store_true", help="allow outputs inside the input folder"),
+    flag("--compile", action="store_true", help="run the model under torch.compile (minutes to compile; "
+         "pays for large folders)"),
     flag("--device", default="cpu")])
 def _invert(args, cfg):
     from .inference import invert_files
 
     model = artifacts.load("encoder", args.checkpoint, args.device)
-    report = invert_files(model, args.input, output_folder(args.output), force=args.force)
+    report = invert_files(model, args.input, output_folder(args.output), force=args.force, compile=args.compile)
     for path, why in report["skipped"]:
         print(f"skipped {path}: {why}", file=sys.stderr)
     print(f"inverted {report['n']} image(s), mean MSE {report['mse']:.4f} -> {report['output']}")

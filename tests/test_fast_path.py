@@ -185,3 +185,19 @@ def test_conv_clamp_of_stylegan2_ada_layouts_is_honoured():
         plain.load_state_dict(g.state_dict())
         unclamped = plain([w], input_is_latent=True, randomize_noise=False)[0]
     assert close(fast, ref) and not close(unclamped, ref)
+
+
+def test_compiled_fast_path_matches_eager():
+    """torch.compile (--compile) of the fast path: the mapping network and an upsampling styled
+    conv give eager's numbers. (inductor once folded ``torch.add(bias, x @ w.T, alpha=g)`` into an
+    addmm that scaled the wrong operand, so the compiled mapping network was off by order 1.) The
+    whole-model compile is timed, and checked, by ``python -m stytr.benchmarks.speed --compile``."""
+    torch._dynamo.reset()
+    g = randomised(Generator(16, style_dim=32, n_mlp=2, channel_max=16)).eval()
+    gen = torch.Generator().manual_seed(1)
+    z, x = torch.randn(3, 32, generator=gen), torch.randn(1, 16, 4, 4, generator=gen)
+    noise = torch.randn(1, 1, 8, 8, generator=gen)
+    layer = g.convs[0]
+    with use_path("fast"), torch.inference_mode():
+        assert close(torch.compile(g.style)(z), g.style(z))
+        assert close(torch.compile(layer)(x, z[:1], noise), layer(x, z[:1], noise))

@@ -88,6 +88,8 @@ def fused_leaky_relu_cpu(x: torch.Tensor, bias: torch.Tensor | None, negative_sl
     if bias is None:
         out = x * scale
     else:
-        out = torch.add((bias * scale).to(x.dtype).view(1, -1, *([1] * (x.ndim - 2))), x, alpha=scale)
+        # Not torch.add(bias, x, alpha=scale): after a matmul, inductor turns that into an addmm and
+        # scales the wrong operand (torch.compile on CPU gave wrong mapping-network outputs).
+        out = torch.mul(x, scale).add_((bias * scale).to(x.dtype).view(1, -1, *([1] * (x.ndim - 2))))
     # In place on a fresh tensor; autograd can only invert that for a positive slope.
     return F.leaky_relu_(out, negative_slope) if negative_slope > 0 else F.leaky_relu(out, negative_slope)

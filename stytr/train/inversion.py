@@ -25,6 +25,7 @@ from ..data.folders import ImageFolderDataset
 from ..domains import get_domain
 from ..losses import InversionLoss
 from ..models.inversion import InversionModel, build_inversion_model
+from ..ops import announce_backends
 from ..toy import ToyFacesDataset
 from ..viz import image_grid, interleave, save_image
 from .distributed import DistInfo, all_reduce_mean, cleanup, setup
@@ -119,6 +120,9 @@ class InversionTrainer:
                 # SyncBatchNorm needs GPUs: with gloo on CPUs each process normalises its own shard.
                 print("note: batch-norm statistics are per process under CPU DDP (set freeze_bn to avoid it)")
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if on_gpu else None)
+        if cfg.compile:
+            announce_backends(self.device)  # the ops say their choice here, outside the trace
+            self.net = torch.compile(self.net)
         self.optimizer = build_optimizer(cfg, self.model.trainable_parameters())
         self.val_images = torch.stack([self.val_set[i] for i in range(min(8, len(self.val_set)))])
         self.loop = Loop(self, self.out, cfg.steps, ckpt_every=cfg.ckpt_every, eval_every=cfg.val_every,
