@@ -15,10 +15,12 @@ float32 and bf16 autocast instead.
 Two measurements need fresh processes and are reported apart, because they cannot be undone
 inside one:
 
-* **allocator**: the 1024 px generator on the fast path in child processes with glibc's default
+* **allocator**: the 1024 px generator, the full forward and the toy step (``--allocator-cases``),
+  on both paths, in child processes with glibc's default
   allocator (``STYTR_MALLOC=system``) and with stytr's tuning, alternating. The tuning speeds up
   any PyTorch code (the published code too), so it is not part of the path ratios above: all of
-  those run with it.
+  those run with it. The reference path with glibc's default is stytr as it was before the fast
+  path; the last line compares the default now (fast path, tuned) with it.
 * **peak RSS** of one full-size forward (encoder + 1024 px generator, batch 1) per path.
 
 GFLOP/s use torch's FLOP count of the reference path (a multiply-add = 2 FLOPs).
@@ -241,39 +243,60 @@ def _child(argv: list[str], env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def child_generator_time(repeats: int) -> dict:
-    """In this (fresh) process: the median fast-path 1024 px generator time."""
-    model = _full_model(torch.device("cpu"))
-    with torch.inference_mode():
-        codes = model.encode(random_images(1, model.cfg.input_size, torch.device("cpu")))
-        model.decode(codes, resize=False, randomize_noise=False)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model.decode(codes, resize=False, randomize_noise=False)
-            times.append(time.perf_counter() - start)
+def child_case_time(name: str, repeats: int, preset: str = "ffhq") -> dict:
+    """In this (fresh) process: the median time of case ``name`` on the path ``STYTR_PATH`` selects
+    (one untimed call first)."""
+    case, = build_cases([name], torch.device("cpu"), compile_too=False, preset=preset)
+    case.run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        case.run()
+        times.append(time.perf_counter() - start)
     return {"allocator": allocator_state(), "seconds": median(times)}
 
 
-def child_peak_rss() -> dict:
+def _peak_rss_gb() -> float:
+    """This process's peak resident memory. ``/proc/self/status``'s VmHWM starts afresh at exec;
+    ``ru_maxrss`` would carry the forking parent's peak into a child."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def child_peak_rss(preset: str = "ffhq") -> dict:
     """In this (fresh) process: peak resident memory after building the full-size model and
     after one forward of it (batch 1), in GB."""
-    model = _full_model(torch.device("cpu"))
+    model = _full_model(torch.device("cpu"), preset)
     x = random_images(1, model.cfg.input_size, torch.device("cpu"))
-    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    built = _peak_rss_gb()
     with torch.inference_mode():
         model(x, randomize_noise=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = _peak_rss_gb()
     return {"built_gb": built, "peak_gb": peak, "forward_gb": peak - built}
 
 
-def allocator_comparison(rounds: int, threads: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"system": [], "tuned": []}
+#: (model path, allocator) of the child processes: the reference path with glibc's default
+#: allocator is stytr before issue 15 ("today's"); fast + tuned is the default now.
+ALLOCATOR_GRID = (("reference", "system"), ("reference", "tuned"), ("fast", "system"), ("fast", "tuned"))
+
+
+def allocator_comparison(names, rounds: int, threads: int, preset: str = "ffhq"
+                         ) -> dict[tuple[str, str, str], list[float]]:
+    """Median seconds of every case in ``names`` at every (path, allocator), each in a fresh
+    process, the order reversed every other round."""
+    grid = [(n, path, malloc) for n in names for path, malloc in ALLOCATOR_GRID]
+    out: dict[tuple[str, str, str], list[float]] = {key: [] for key in grid}
     for rnd in range(rounds):
-        order = ("system", "tuned") if rnd % 2 == 0 else ("tuned", "system")
-        for choice in order:
-            res = _child(["--child", "generator", "--threads", str(threads)], {"STYTR_MALLOC": choice})
-            out[choice].append(res["seconds"])
+        for name, path, malloc in (grid if rnd % 2 == 0 else grid[::-1]):
+            res = _child(["--child", name, "--threads", str(threads), "--preset", preset],
+                         {"STYTR_MALLOC": malloc, "STYTR_PATH": path})
+            out[name, path, malloc].append(res["seconds"])
     return out
 
 
@@ -288,17 +311,19 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
     parser.add_argument("--no-allocator", action="store_true", help="skip the allocator comparison")
     parser.add_argument("--allocator-rounds", type=int, default=2)
+    parser.add_argument("--allocator-cases", nargs="+", default=["generator", "forward-b1", "toy-train-step"],
+                        choices=CASES, help="cases timed in fresh processes for the allocator comparison")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--child", choices=("generator", "rss"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=CASES + ("rss",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.child == "generator":
-        print(json.dumps(child_generator_time(max(args.repeats, 2))))
-        return 0
     if args.child == "rss":
-        print(json.dumps(child_peak_rss()))
+        print(json.dumps(child_peak_rss(args.preset)))
+        return 0
+    if args.child:
+        print(json.dumps(child_case_time(args.child, max(args.repeats, 2), args.preset)))
         return 0
 
     device = torch.device(args.device)
@@ -319,15 +344,23 @@ def main(argv=None) -> int:
             diff = "" if case.compile_diff is None else f", max |compiled - eager| {case.compile_diff:.1e}"
             print(f"torch.compile warm-up of {case.name}: {case.compile_s:.0f} s{diff}")
     if device.type == "cpu" and not args.no_allocator:
-        log("allocator: child processes, fast path, 1024 px generator")
-        alloc = allocator_comparison(args.allocator_rounds, args.threads)
-        system, tuned = median(alloc["system"]), median(alloc["tuned"])
-        print(f"\nallocator (1024 px generator, fast path): glibc default {system:.3f} s, "
-              f"stytr's mallopt tuning {tuned:.3f} s: {system / tuned:.2f}x")
+        log(f"allocator: child processes, both paths: {', '.join(args.allocator_cases)}")
+        alloc = {k: median(v) for k, v in
+                 allocator_comparison(args.allocator_cases, args.allocator_rounds, args.threads, args.preset).items()}
+        print(f"\nfresh processes (s)    {'path':9s} {'glibc default':>14s} {'stytr tuning':>13s} {'gain':>6s}")
+        for name in args.allocator_cases:
+            for path in CPU_PATHS:
+                system, tuned = alloc[name, path, "system"], alloc[name, path, "tuned"]
+                print(f"  {name:20s} {path:9s} {system:14.3f} {tuned:13.3f} {system / tuned:5.2f}x")
+        print("stytr's default (fast path, tuned allocator) against stytr before the fast path (reference path, "
+              "glibc's default):")
+        for name in args.allocator_cases:
+            print(f"  {name:20s} {alloc[name, 'reference', 'system'] / alloc[name, 'fast', 'tuned']:.2f}x")
     if device.type == "cpu" and not args.no_rss:
         log("peak RSS: child processes, one full forward at batch 1")
         for path in CPU_PATHS:
-            res = _child(["--child", "rss", "--threads", str(args.threads)], {"STYTR_PATH": path})
+            res = _child(["--child", "rss", "--threads", str(args.threads), "--preset", args.preset],
+                         {"STYTR_PATH": path})
             print(f"peak RSS, {path:9s}: {res['peak_gb']:.2f} GB ({res['built_gb']:.2f} GB after building the "
                   f"model, +{res['forward_gb']:.2f} GB in the forward)")
     print(f"done in {time.time() - start:.0f}s")
