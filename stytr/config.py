@@ -627,8 +627,8 @@ class InversionTrainConfig(Config):
     image_every: int = 1000
     log_every: int = 50
     bf16: bool = False                # bf16 autocast on CUDA
-    # torch.compile the model's training forward. On a CPU the toy step gets ~1.8x faster after a cold
-    # compile of 2.5-4 min (python -m stytr.benchmarks.speed --compile), so it pays from ~1000 steps on.
+    # torch.compile the model's training forward. Off by default: on a CPU the cold compile takes minutes
+    # and the gain over the fast path is small (python -m stytr.benchmarks.speed --compile measures both).
     compile: bool = False
     sync_bn: bool = True              # under DDP on GPUs: batch-norm statistics over the global batch
     freeze_bn: bool = False           # keep batch-norm layers on their running statistics
