@@ -316,6 +316,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--child", choices=CASES + ("rss",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 0 or args.allocator_rounds < 1:
+        parser.error("--repeats and --allocator-rounds must be >= 1, --warmup and --threads >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = leave as is)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 0 or min(args.batch, args.toy_batch) < 1:
+        parser.error("--repeats and the batches must be >= 1, --warmup and --threads >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
