@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -61,10 +62,16 @@ GPU_PATHS = ("fp32", "bf16")
 class Case:
     name: str
     run: Callable[[], object]          # one timed call
-    flops: int                         # per call, counted on the reference path
+    count: Callable[[], int]           # FLOPs of one call (runs it once); see ``flops``
     compiled_run: Callable[[], object] | None = None
     compile_s: float | None = None
     compile_diff: float | None = None  # max |compiled - eager| of the output, inference cases
+
+    @functools.cached_property
+    def flops(self) -> int:
+        """FLOPs per call on the reference path, counted when first asked (child processes never do)."""
+        with use_path("reference"):
+            return self.count()
 
 
 def _full_model(device: torch.device, preset: str = "ffhq"):
@@ -129,9 +136,7 @@ def build_cases(names, device: torch.device, compile_too: bool, preset: str = "f
         else:
             raise ValueError(f"unknown case {name!r}: choose from {CASES}")
         run = _inference(lambda call=call: call(model))
-        with use_path("reference"):
-            flops = count_flops(lambda: call(model))
-        case = Case(name, run, flops)
+        case = Case(name, run, lambda call=call: count_flops(lambda: call(model)))
         if compile_too:
             case.compiled_run, case.compile_s, case.compile_diff = _compiled(lambda call=call: call(model))
         cases.append(case)
@@ -147,9 +152,7 @@ def _train_case(device: torch.device, compile_too: bool, preset: str = "ffhq", b
     optimizer = build_optimizer(cfg, model.trainable_parameters())
     x = random_images(batch, cfg.model.input_size, device, seed=2)
     step = training_step(model, loss, optimizer, x)
-    with use_path("reference"):
-        flops = _train_flops(step)
-    case = Case("train-step", step, flops)
+    case = Case("train-step", step, lambda: _train_flops(step))
     if compile_too:
         compiled = training_step(torch.compile(model), loss, optimizer, x)
         start = time.perf_counter()
@@ -170,9 +173,7 @@ def _toy_train_case(device: torch.device, compile_too: bool) -> Case:
     trainer.model.to(device)
     x = trainer.batch_for_step(0).to(device)
     step = lambda: trainer.train_step(x)                              # noqa: E731
-    with use_path("reference"):
-        flops = _train_flops(step)
-    case = Case("toy-train-step", step, flops)
+    case = Case("toy-train-step", step, lambda: _train_flops(step))
     if compile_too:
         trainer.net = torch.compile(trainer.model)
         start = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import artifacts
-from ..checkpoints import REPO_ROOT, load_state_strict
+from ..checkpoints import REPO_ROOT
 from ..config import InversionTrainConfig
 from ..data.folders import ImageFolderDataset
 from ..domains import get_domain
@@ -29,7 +29,7 @@ from ..ops import announce_backends
 from ..toy import ToyFacesDataset
 from ..viz import image_grid, interleave, save_image
 from .distributed import DistInfo, all_reduce_mean, cleanup, setup
-from .loop import Loop, set_hyperparameters
+from .loop import Loop, ModelOptimizerState
 from .sampling import StepSampler, split_indices
 
 
@@ -95,7 +95,7 @@ def build_optimizer(cfg: InversionTrainConfig, params):
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'ranger' or 'adam'")
 
 
-class InversionTrainer:
+class InversionTrainer(ModelOptimizerState):
     def __init__(self, cfg: InversionTrainConfig, dist_info: DistInfo | None = None, model=None, loss=None):
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
@@ -128,26 +128,6 @@ class InversionTrainer:
         self.loop = Loop(self, self.out, cfg.steps, ckpt_every=cfg.ckpt_every, eval_every=cfg.val_every,
                          image_every=cfg.image_every, log_every=cfg.log_every, desc=f"invert[{self.model.kind}]",
                          is_main=self.dist.is_main)
-
-    @property
-    def step(self) -> int:
-        return self.loop.step
-
-    @property
-    def history(self) -> list[dict]:
-        return self.loop.history
-
-    # -- state -------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {**self.model.checkpoint_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        load_state_strict(self.model, state["model"], "the checkpoint's model")
-        self.optimizer.load_state_dict(state["optimizer"])
-        set_hyperparameters(self.optimizer, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-
-    def resume(self, path=None, allow_changed_config: bool = False) -> bool:
-        return self.loop.resume(path, allow_changed_config)
 
     # -- what the loop calls -------------------------------------------------------
     def batch_for_step(self, step: int) -> torch.Tensor:
