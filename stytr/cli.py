@@ -8,6 +8,7 @@ with one line on stderr and exit status 2 (``STYTR_DEBUG=1`` shows the traceback
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -18,12 +19,14 @@ import torch
 
 from . import artifacts
 from .checkpoints import CheckpointError
-from .config import (Config, HighFidelityTrainConfig, InversionTrainConfig, LatentClassifierTrainConfig,
+from .config import (Config, GeneratorTrainConfig, HighFidelityTrainConfig, InversionTrainConfig,
+                     LatentClassifierTrainConfig,
                      ReferenceEditTrainConfig, ToyDistillConfig, ToyPredictorConfig)
 from .domains import domain_for_preset, get_domain
 from .editing import Method
 from .fidelity import Fidelity
 from .models.stylegan2 import convert_nvidia_pickle
+from .train.for_domain import inversion_config, latent_classifier_config
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -41,14 +44,16 @@ class Command:
     flags: list[tuple[tuple, dict]] = field(default_factory=list)
     ship: bool = False                      # --ship writes the result into data/
     resumes: bool = False                   # --restart ignores out/last.pt; --allow-changed-config
+    # With --domain: adapts the preset to the domain (generator, sizes, images) before the flags apply.
+    for_domain: Callable[[Any, Any], Any] | None = None
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help: str, config=None, ship=False, resumes=False, flags=()):
+def command(name: str, help: str, config=None, ship=False, resumes=False, flags=(), for_domain=None):
     def register(fn):
-        COMMANDS[name] = Command(name, help, fn, config, list(flags), ship, resumes)
+        COMMANDS[name] = Command(name, help, fn, config, list(flags), ship, resumes, for_domain)
         return fn
     return register
 
@@ -81,7 +86,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, cfg: Config) -> list[str]
 
 def _config_from_args(cmd: Command, args: argparse.Namespace, keys: list[str]) -> Config:
     overrides = {k: getattr(args, f"cfg:{k}") for k in keys if getattr(args, f"cfg:{k}") is not None}
-    return cmd.config.preset(args.preset).override({k: v for k, v in overrides.items()})
+    cfg = cmd.config.preset(args.preset)
+    domain = overrides.get("domain") or getattr(args, "domain", None)
+    if domain and cmd.for_domain is not None:
+        cfg = cmd.for_domain(cfg, get_domain(domain))
+    return cfg.override({k: v for k, v in overrides.items()})
 
 
 def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
@@ -144,6 +153,9 @@ def _fail(name: str, err: BaseException):
 
 # -- output safety ----------------------------------------------------------------------------
 
+PASTED_PHOTO, ALIGNMENT_FILE = "edited_photo.png", "alignment.json"   # edit --paste-back
+PASTE_FILES = (PASTED_PHOTO, ALIGNMENT_FILE)
+
 def check_outputs(outputs, inputs, force: bool = False) -> None:
     """Refuse (unless ``force``) when an output file would replace an input file, or when two
     outputs of the run share a path."""
@@ -186,8 +198,33 @@ def _train_toy_generator(args, cfg):
     train_toy_generator(cfg, ship=args.ship, resume=not args.restart, allow_changed_config=args.allow_changed_config)
 
 
-@command("train-inversion", "train an inversion encoder (Style Transformer, w/o self, pSp, e4e)",
-         InversionTrainConfig, ship=True, resumes=True)
+@command("train-generator", "train StyleGAN2 on an image folder (--data DIR --size N) or on ToyFaces renders",
+         GeneratorTrainConfig, resumes=True)
+def _train_generator(args, cfg):
+    from .train.stylegan2 import train_generator
+
+    trainer, loop = train_generator(cfg, resume=not args.restart, allow_changed_config=args.allow_changed_config)
+    if not trainer.dist.is_main:
+        return
+    print(f"step {loop.step}: checkpoints (rosinality layout, g_ema inside) in {cfg.out}; "
+          f"use one as a domain's generator: {Path(cfg.out) / 'final.pt'}")
+    if "frechet" in loop.metrics:
+        print(f"Fréchet distance in the {cfg.judge!r} judge's features: {loop.metrics['frechet']:.3f}")
+    if cfg.data == "toyfaces" and cfg.size == 64:
+        from .toy.generator import compare_generators
+
+        judge = artifacts.load("predictor", cfg.judge or "toy")
+        rows = compare_generators({"trained (g_ema)": trainer.g_ema.eval(),
+                                   "shipped distilled": artifacts.load("generator", "toy")}, judge)
+        print(f"{'generator':20s} {'frechet':>8s} {'rate_gap':>8s} {'agreement':>9s} {'confident':>9s}")
+        for r in rows:
+            print(f"{r['generator']:20s} {r['frechet']:8.3f} {r['rate_gap']:8.3f} {r['agreement']:9.3f} "
+                  f"{r['confident']:9.3f}")
+
+
+@command("train-inversion", "train an inversion encoder (Style Transformer, w/o self, pSp, e4e); "
+         "--domain NAME|FILE trains it for that domain's generator and images",
+         InversionTrainConfig, ship=True, resumes=True, for_domain=inversion_config)
 def _train_inversion(args, cfg):
     from .train.inversion import train_inversion
 
@@ -239,9 +276,10 @@ def _ablation_seeds(args, cfg):
 
 
 @command("train-latent-classifier", "invert labelled images, then train the W+ attribute classifier",
-         LatentClassifierTrainConfig, ship=True, resumes=True, flags=[
+         LatentClassifierTrainConfig, ship=True, resumes=True, for_domain=latent_classifier_config, flags=[
              flag("--encoder", default=None, help="inversion model spec (default: the domain's)"),
-             flag("--domain", default=None, help="domain whose labelled images to invert (default: the preset's)"),
+             flag("--domain", default=None, help="domain whose labelled images to invert: a registered name or a "
+                                                 "domain file (default: the preset's)"),
              flag("--n", type=int, default=20000, help="synthetic domains: faces to render and invert")])
 def _train_latent_classifier(args, cfg):
     from .checkpoints import save_atomic
@@ -255,7 +293,8 @@ def _train_latent_classifier(args, cfg):
     wplus, labels, mask = labelled_codes(dom, model, n=args.n)
     codes_path = save_atomic({"latents": wplus, "labels": labels, "mask": mask}, Path(cfg.out) / "codes.pt")
     result = train_latent_classifier(wplus, labels, mask, cfg, out_dir=cfg.out, resume=not args.restart,
-                                     allow_changed_config=args.allow_changed_config)
+                                     allow_changed_config=args.allow_changed_config,
+                                     attribute_names=list(dom.attributes))
     print(f"W+ codes: {codes_path}")
     if args.ship:
         art = artifacts.find("classifier", args.preset)
@@ -316,13 +355,17 @@ def _refined_model(dom, model, args):
     flag("--domain", default="toyfaces", help="domain of the weights (its stage and perceptual distance)"),
     *_FIDELITY_FLAGS,
     flag("--force", action="store_true", help="allow outputs inside the input folder"),
+    flag("--compile", action="store_true", help="run the model under torch.compile (minutes to compile; "
+         "pays for large folders)"),
     flag("--device", default="cpu")])
 def _invert(args, cfg):
     from .inference import invert_files
 
     dom = get_domain(args.domain)
+    if args.compile and Fidelity.parse(args.refine) is Fidelity.PTI:
+        raise ValueError("--compile works with --refine w+ or high-fidelity (PTI tunes a new generator per image)")
     model = _refined_model(dom, artifacts.load("encoder", args.checkpoint, args.device), args)
-    report = invert_files(model, args.input, output_folder(args.output), force=args.force)
+    report = invert_files(model, args.input, output_folder(args.output), force=args.force, compile=args.compile)
     for path, why in report["skipped"]:
         print(f"skipped {path}: {why}", file=sys.stderr)
     print(f"inverted {report['n']} image(s) ({Fidelity.parse(args.refine)}), mean MSE {report['mse']:.4f} "
@@ -330,7 +373,7 @@ def _invert(args, cfg):
 
 
 @command("edit", "invert a photo and edit an attribute (label, InterFaceGAN, StyleSpace or reference)", flags=[
-    flag("--domain", default="toyfaces", help="domain of the weights (toyfaces, ffhq, or a registered one)"),
+    flag("--domain", default="toyfaces", help="domain of the weights: toyfaces, ffhq, or a domain file (.json)"),
     flag("--checkpoint", default=None, help="inversion model spec (default: the domain's)"),
     flag("--input", required=True, help="the photo to edit"),
     flag("--output", required=True, help="output folder"),
@@ -344,23 +387,34 @@ def _invert(args, cfg):
     flag("--stylespace", help="StyleSpace statistics (StyleSpace.save), for --method stylespace"),
     flag("--reference", help="reference photo: transfer --attribute from it (uses --editor)"),
     flag("--editor", help="reference-editing EditTransformer spec for --attribute ('toy' = shipped)"),
-    flag("--align", action="store_true", help="FFHQ-align the photos first (dlib)"),
-    flag("--landmarks", help="dlib shape_predictor_68_face_landmarks.dat (with --align)"),
+    flag("--align", action="store_true", help="FFHQ-align the photos first: the most confident face (dlib, from "
+                                              "pip install -e \".[align]\")"),
+    flag("--all-faces", action="store_true", help="with --align: edit every detected face (out/face<i>/)"),
+    flag("--paste-back", action="store_true", help=f"with --align: write the edit back into the photo at full "
+                                                   f"resolution ({PASTED_PHOTO}, {ALIGNMENT_FILE})"),
+    flag("--feather", type=float, default=0.1, help="paste-back: soft edge of the face disc, fraction of the crop"),
+    flag("--landmarks", help="another dlib 68-point landmark model than the bundled one (with --align)"),
     *_FIDELITY_FLAGS,
     flag("--force", action="store_true", help="allow outputs to replace input files"),
     flag("--device", default="cpu")])
 def _edit(args, cfg):
+    from .data.align import detect_and_align, open_photo
     from .editing.session import EditSession
 
     dom = get_domain(args.domain)
     method = Method.parse(args.method)
-    attributes = args.attribute or ["Smiling"]
+    attributes = args.attribute or ["Smiling" if "Smiling" in dom.modelled else dom.modelled[0]]
     out = output_folder(args.output)
     inputs = [args.input] + ([args.reference] if args.reference else [])
     for p in inputs:
         if not Path(p).expanduser().is_file():
             raise FileNotFoundError(f"input photo not found: {Path(p).expanduser()}")
-    check_outputs([out / n for n in EditSession.OUTPUT_FILES], inputs, force=args.force)
+    if (args.paste_back or args.all_faces) and not args.align:
+        raise ValueError(f"--{'paste-back' if args.paste_back else 'all-faces'} needs --align (faces are found by "
+                         f"the alignment)")
+    if not 0.0 <= args.feather <= 0.5:
+        raise ValueError(f"--feather is a fraction of the crop side in [0, 0.5], got {args.feather}")
+    check_outputs([out / n for n in EditSession.OUTPUT_FILES + PASTE_FILES], inputs, force=args.force)
     label = method.order is not None
     session = EditSession.for_domain(
         dom, encoder=args.checkpoint, classifier=(args.classifier or None) if label else False,
@@ -374,24 +428,50 @@ def _edit(args, cfg):
         raise ValueError("--method interfacegan needs --interfacegan (a file written by InterFaceGAN.save)")
     if method is Method.STYLESPACE and not args.stylespace:
         raise ValueError("--method stylespace needs --stylespace (a file written by StyleSpace.save)")
-    session.set_image(Path(args.input).expanduser(), align=args.align, landmarks=args.landmarks)
-    if args.reference:
-        session.reference_edit(Path(args.reference).expanduser(), attributes[0], align=args.align,
-                               landmarks=args.landmarks)
-        what = f"reference {attributes[0]}"
-    else:
+    edits = None
+    if not args.reference:
         alphas = args.alpha or [session.default_strength(method, a) for a in attributes]
         if len(alphas) == 1 and len(attributes) > 1:
             alphas = alphas * len(attributes)
         if len(alphas) != len(attributes):
             raise ValueError(f"{len(attributes)} --attribute but {len(alphas)} --alpha values")
         edits = {a: s for a, s in zip(attributes, alphas)}
-        session.render(edits, method=method)
-        what = f"{method} {dict(session.result.edits)}"
-    session.save(out)
-    mse = ((session.image - session.reconstruction) ** 2).mean().item()
-    print(f"edited ({what}); reconstruction MSE {mse:.4f} -> {out}")
 
+    def edit_current(folder: Path) -> str:
+        if args.reference:
+            session.reference_edit(Path(args.reference).expanduser(), attributes[0], align=args.align,
+                                   landmarks=args.landmarks)
+            what = f"reference {attributes[0]}"
+        else:
+            session.render(edits, method=method)
+            what = f"{method} {dict(session.result.edits)}"
+        session.save(folder)
+        mse = ((session.image - session.reconstruction) ** 2).mean().item()
+        return f"edited ({what}); reconstruction MSE {mse:.4f} -> {folder}"
+
+    if not args.align:
+        session.set_image(Path(args.input).expanduser())
+        print(edit_current(out))
+        return
+    photo = open_photo(args.input)
+    faces = detect_and_align(photo, output_size=session.size, all_faces=args.all_faces, name=str(args.input),
+                             predictor_path=args.landmarks)
+    if args.all_faces:
+        check_outputs([out / f"face{i}" / n for i in range(len(faces)) for n in EditSession.OUTPUT_FILES], inputs,
+                      force=args.force)
+    pasted = photo
+    for i, face in enumerate(faces):
+        session.set_face(photo, face)
+        print(f"face {i}: box {tuple(round(v) for v in face.face.bbox)}, detector score {face.face.score:.2f}; "
+              + edit_current(out / f"face{i}" if args.all_faces else out))
+        if args.paste_back:
+            pasted = session.paste_back(pasted, feather=args.feather)
+    if args.paste_back:
+        out.mkdir(parents=True, exist_ok=True)
+        pasted.save(out / PASTED_PHOTO)
+        (out / ALIGNMENT_FILE).write_text(json.dumps([f.to_dict() for f in faces], indent=1))
+        print(f"pasted {len(faces)} face(s) back into the {photo.size[0]}x{photo.size[1]} photo -> "
+              f"{out / PASTED_PHOTO}")
 
 
 @command("train-high-fidelity", "train the high-fidelity stage (residual features beyond W+) on a frozen encoder",
@@ -432,6 +512,8 @@ def _high_fidelity_table(args, cfg):
     for r in table["rows"]:
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
     print("wrote " + ", ".join(map(str, paths)))
+
+
 @command("convert-nvidia", "convert a StyleGAN2-ADA network-snapshot-*.pkl into a rosinality-layout .pt "
          "(the snapshot is read without running its code)", flags=[
              flag("snapshot", help="NVIDIA StyleGAN2-ADA network-snapshot-*.pkl"),

@@ -338,6 +338,85 @@ class ToyDistillConfig(Config):
         return 1.0 - (1.0 - self.lr_final_mult) * progress
 
 
+# -- StyleGAN2 training ----------------------------------------------------------------
+
+@dataclass
+class GeneratorTrainConfig(Config):
+    """StyleGAN2 training on an image folder (``python -m stytr train-generator --data DIR --size N``).
+
+    The ``ffhq`` preset is StyleGAN2 config F as the rosinality and NVIDIA trainers run it:
+    non-saturating logistic loss, R1 (gamma ``r1``) every ``d_reg_every`` steps, path-length
+    regularisation (weight ``path_regularize``, on batch / ``path_batch_shrink``) every
+    ``g_reg_every`` steps, style mixing with probability ``mixing``, Adam with lr 0.002 and
+    betas (0, 0.99) (both scaled for the lazy regularisation), and an EMA generator with a
+    half-life of ``ema_kimg`` thousand images (ramped up over the first ``ema_rampup`` of the
+    images seen, when set). ``batch`` is the global batch: under torchrun each of N processes
+    takes batch / N. ``augment="diffaugment"`` shows the discriminator every image through
+    DiffAugment's ``augment_policy`` (for small data sets). ``toy`` trains a 64 px generator with
+    the ToyFaces generator's architecture on fresh ToyFaces renders, on one CPU thread; R1 is
+    scaled with the resolution as NVIDIA's auto config does (gamma ~ 0.0002 * size^2 / batch).
+    """
+
+    data: str = ""                    # an image folder, or "toyfaces" (fresh renders every step)
+    size: int = 1024
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: float = 2
+    channel_max: int = 512
+    flip: bool = False                # random horizontal flips of the real images
+    batch: int = 32
+    steps: int = 800000
+    lr: float = 0.002
+    betas: tuple = (0.0, 0.99)
+    r1: float = 10.0
+    d_reg_every: int = 16
+    path_regularize: float = 2.0
+    path_batch_shrink: int = 2
+    path_decay: float = 0.01
+    g_reg_every: int = 4
+    mixing: float = 0.9
+    ema_kimg: float = 10.0
+    ema_rampup: float = 0.0           # 0 = none
+    augment: str = ""                 # "" or "diffaugment"
+    augment_policy: str = "color,translation,cutout"
+    judge: str = ""                   # predictor spec for the Fréchet distance in its feature space ("" = none)
+    n_eval: int = 2000                # samples (and real images) per evaluation
+    eval_every: int = 5000
+    image_every: int = 1000
+    ckpt_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    threads: int = 0                  # torch CPU threads; 0 = leave as is
+    out: str = "runs/stylegan2"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffhq": {},
+        "toy": dict(data="toyfaces", size=64, style_dim=128, n_mlp=4, channel_multiplier=0.125, channel_max=64,
+                    batch=16, steps=1200, r1=0.05, ema_kimg=5.0, ema_rampup=0.05, judge="toy", n_eval=1000,
+                    eval_every=400, image_every=200, ckpt_every=50, log_every=10, threads=1, out="runs/toy_stylegan2"),
+        # Seconds on a CPU, for tests.
+        "smoke": dict(data="toyfaces", size=32, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=16,
+                      batch=4, steps=4, r1=0.05, d_reg_every=2, g_reg_every=2, n_eval=16, eval_every=2,
+                      image_every=2, ckpt_every=2, log_every=1, out="runs/smoke_stylegan2"),
+    }
+
+    def __post_init__(self):
+        if self.augment not in ("", "diffaugment"):
+            raise ConfigError(f"augment: {self.augment!r} is not one of '', 'diffaugment'")
+        if self.batch < 2 or self.batch % self.path_batch_shrink:
+            raise ConfigError(f"batch: {self.batch} must be >= 2 and divisible by path_batch_shrink "
+                              f"({self.path_batch_shrink})")
+        for key in ("d_reg_every", "g_reg_every", "path_batch_shrink", "steps", "ckpt_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.mixing <= 1:
+            raise ConfigError(f"mixing: a probability in [0, 1], got {self.mixing}")
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
+                               channel_multiplier=self.channel_multiplier, channel_max=self.channel_max)
+
+
 # -- Latent classifier -------------------------------------------------------------
 
 @dataclass
@@ -538,7 +617,8 @@ class InversionTrainConfig(Config):
     train_dir: str = "data/ffhq"
     val_dir: str = "data/celeba_hq_test"
     n_train: int = 10000              # toyfaces: rendered training faces
-    n_val: int = 500                  # toyfaces: held-out faces (a different seed)
+    n_val: int = 500                  # toyfaces: held-out faces (a different seed); folders without val_dir:
+                                      # images of train_dir held out (at most half)
     flip: bool = True                 # horizontal flips in training
     optimizer: str = "ranger"         # "ranger" (paper) or "adam"
     lr: float = 1e-4
@@ -556,6 +636,9 @@ class InversionTrainConfig(Config):
     image_every: int = 1000
     log_every: int = 50
     bf16: bool = False                # bf16 autocast on CUDA
+    # torch.compile the model's training forward. Off by default: on a CPU the cold compile takes minutes
+    # and the gain over the fast path is small (python -m stytr.benchmarks.speed --compile measures both).
+    compile: bool = False
     sync_bn: bool = True              # under DDP on GPUs: batch-norm statistics over the global batch
     freeze_bn: bool = False           # keep batch-norm layers on their running statistics
     workers: int = 0

@@ -47,7 +47,8 @@ class Fidelity(str, enum.Enum):
 
 class Renderer:
     """Renders codes of one image at ``size`` px with the generator's stored noise (so that edits
-    compare pixel to pixel). ``render`` returns (B, 3, size, size), unclamped."""
+    compare pixel to pixel). ``render`` returns (B, 3, size, size), unclamped, or the generator's own
+    resolution with ``full_resolution`` (for pasting an edit back into a large photo)."""
 
     fidelity = Fidelity.WPLUS
 
@@ -55,13 +56,13 @@ class Renderer:
         self.generator, self.size = generator, int(size)
 
     @torch.no_grad()
-    def render(self, latent) -> torch.Tensor:
+    def render(self, latent, full_resolution: bool = False) -> torch.Tensor:
         G = self.generator
         if isinstance(latent, torch.Tensor):
             img = G.synthesis(latent[:, :G.n_latent], randomize_noise=False)
         else:
             img = G.synthesize_s(latent, randomize_noise=False)
-        return fit_size(img, self.size)
+        return img if full_resolution else fit_size(img, self.size)
 
 
 class WPlusRenderer(Renderer):
@@ -79,13 +80,13 @@ class HighFidelityRenderer(Renderer):
         self.distortion, self.reconstruction = model.distortion(image, wplus)
 
     @torch.no_grad()
-    def render(self, latent) -> torch.Tensor:
+    def render(self, latent, full_resolution: bool = False) -> torch.Tensor:
         n = self.distortion.shape[0]
         batch = latent.shape[0] if isinstance(latent, torch.Tensor) else latent[0].shape[0]
         d, g = self.distortion, self.reconstruction
         if batch != n:   # several codes of the one image
             d, g = d.expand(batch, -1, -1, -1), g.expand(batch, -1, -1, -1)
-        return self.model.render(latent, d, g)
+        return self.model.render(latent, d, g, full_resolution=full_resolution)
 
 
 class PTIRenderer(Renderer):

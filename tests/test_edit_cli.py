@@ -43,17 +43,6 @@ def files(tmp_path_factory):
     return root
 
 
-def _fails(argv, capsys) -> str:
-    """Run the CLI, expect exit status 2 and one line on stderr; return that line."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as err:
-        main(argv)
-    assert err.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in lines[0]
-    return lines[0]
-
-
 def _png(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
@@ -98,56 +87,55 @@ def test_reference_edit(files, tmp_path):
 @pytest.mark.parametrize("flag, message", [("--input", "input photo not found"),
                                            ("--checkpoint", "encoder file not found"),
                                            ("--classifier", "classifier file not found")])
-def test_missing_files_are_clear_errors(files, tmp_path, capsys, flag, message):
+def test_missing_files_are_clear_errors(files, tmp_path, capsys, cli_fails, flag, message):
     args = {"--checkpoint": str(files / "encoder.pt"), "--input": str(files / "photo.png"),
             "--classifier": str(files / "classifier.pt"), "--output": str(tmp_path / "x")}
     args[flag] = str(tmp_path / "missing.png")
-    line = _fails(["edit"] + [tok for kv in args.items() for tok in kv], capsys)
+    line = cli_fails(["edit"] + [tok for kv in args.items() for tok in kv])
     assert message in line and "missing.png" in line
     assert not (tmp_path / "x").exists()
 
 
-def test_usage_errors(files, tmp_path, capsys):
+def test_usage_errors(files, tmp_path, capsys, cli_fails):
     base = ["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
             "--classifier", str(files / "classifier.pt"), "--output", str(tmp_path / "x")]
-    assert "Smiling" in _fails(base + ["--attribute", "Smilling"], capsys)
-    assert "needs --stylespace" in _fails(base + ["--method", "stylespace"], capsys)
-    assert "no reference editor for 'Eyeglasses'" in _fails(
-        base + ["--reference", str(files / "ref.png"), "--attribute", "Eyeglasses"], capsys)
+    assert "Smiling" in cli_fails(base + ["--attribute", "Smilling"])
+    assert "needs --stylespace" in cli_fails(base + ["--method", "stylespace"])
+    assert "no reference editor for 'Eyeglasses'" in cli_fails(
+        base + ["--reference", str(files / "ref.png"), "--attribute", "Eyeglasses"])
 
 
 @pytest.mark.parametrize("alpha", ["nan", "inf", "1e30", "abc"])
-def test_absurd_strengths_are_refused(files, tmp_path, capsys, alpha):
-    line = _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
-                   "--classifier", str(files / "classifier.pt"), "--alpha", alpha, "--output", str(tmp_path / "x")],
-                  capsys)
+def test_absurd_strengths_are_refused(files, tmp_path, capsys, cli_fails, alpha):
+    line = cli_fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
+                   "--classifier", str(files / "classifier.pt"), "--alpha", alpha, "--output", str(tmp_path / "x")])
     assert alpha in line and ("outside" in line or "not a number" in line)
     assert not (tmp_path / "x" / "wplus.pt").exists()
 
 
-def test_unmodelled_attribute_is_refused(files, tmp_path, capsys):
+def test_unmodelled_attribute_is_refused(files, tmp_path, capsys, cli_fails):
     """ToyFaces does not model Wearing_Hat: an edit of it is an error, not a silent no-op."""
-    line = _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
+    line = cli_fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(files / "photo.png"),
                    "--classifier", str(files / "classifier.pt"), "--attribute", "Wearing_Hat", "--alpha", "3",
-                   "--output", str(tmp_path / "x")], capsys)
+                   "--output", str(tmp_path / "x")])
     assert "Wearing_Hat" in line and "does not model" in line
 
 
-def test_output_never_overwrites_the_input(files, tmp_path, capsys):
+def test_output_never_overwrites_the_input(files, tmp_path, capsys, cli_fails):
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "input.png").write_bytes((files / "photo.png").read_bytes())
     before = (photos / "input.png").read_bytes()
-    line = _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos / "input.png"),
-                   "--classifier", str(files / "classifier.pt"), "--output", str(photos)], capsys)
+    line = cli_fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos / "input.png"),
+                   "--classifier", str(files / "classifier.pt"), "--output", str(photos)])
     assert "refusing to overwrite the input" in line
     assert (photos / "input.png").read_bytes() == before
     assert sorted(p.name for p in photos.iterdir()) == ["input.png"]
-    assert "--output is empty" in _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input",
-                                          str(photos / "input.png"), "--output", ""], capsys)
+    assert "--output is empty" in cli_fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--input",
+                                          str(photos / "input.png"), "--output", ""])
 
 
-def test_invert_refuses_its_input_folder_and_skips_unreadable_images(files, tmp_path, capsys):
+def test_invert_refuses_its_input_folder_and_skips_unreadable_images(files, tmp_path, capsys, cli_fails):
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("a.png", "b.png"):
@@ -155,8 +143,8 @@ def test_invert_refuses_its_input_folder_and_skips_unreadable_images(files, tmp_
     (photos / "a.jpg").write_bytes((files / "photo.png").read_bytes())   # same stem, other extension
     (photos / "broken.png").write_bytes(b"not an image")
     before = {p.name: p.read_bytes() for p in photos.iterdir()}
-    line = _fails(["invert", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos),
-                   "--output", str(photos / "out")], capsys)
+    line = cli_fails(["invert", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos),
+                   "--output", str(photos / "out")])
     assert "inside the input folder" in line
     assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
     main(["invert", "--checkpoint", str(files / "encoder.pt"), "--input", str(photos), "--output",
@@ -173,13 +161,13 @@ def test_invert_refuses_its_input_folder_and_skips_unreadable_images(files, tmp_
     assert "inverted 3 image(s)" in capsys.readouterr().out.splitlines()[-1]
 
 
-def test_toy_weights_missing_is_a_clear_error(files, tmp_path, monkeypatch, capsys):
+def test_toy_weights_missing_is_a_clear_error(files, tmp_path, monkeypatch, capsys, cli_fails):
     monkeypatch.setenv("STYTR_DATA", str(tmp_path / "empty"))
-    line = _fails(["edit", "--checkpoint", "toy", "--classifier", "toy", "--input", str(files / "photo.png"),
-                   "--output", str(tmp_path / "x")], capsys)
+    line = cli_fails(["edit", "--checkpoint", "toy", "--classifier", "toy", "--input", str(files / "photo.png"),
+                   "--output", str(tmp_path / "x")])
     assert "shipped encoder 'toy' is missing" in line and "toyfaces_style_transformer" in line
-    line = _fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--classifier", "toy",
-                   "--input", str(files / "photo.png"), "--output", str(tmp_path / "x")], capsys)
+    line = cli_fails(["edit", "--checkpoint", str(files / "encoder.pt"), "--classifier", "toy",
+                   "--input", str(files / "photo.png"), "--output", str(tmp_path / "x")])
     assert "shipped classifier 'toy' is missing" in line
 
 

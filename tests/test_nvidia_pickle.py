@@ -477,3 +477,28 @@ def test_registry_and_config_carry_the_import(snapshot):
     with torch.no_grad():
         assert torch.equal(decoder([z], randomize_noise=False)[0], G([z], randomize_noise=False)[0])
     assert not marker.exists()
+
+
+def test_a_domain_file_on_a_snapshot(snapshot, tmp_path):
+    """A user's domain on a StyleGAN2-ADA snapshot: --domain gives the encoder's decoder the snapshot's
+    architecture and conv_clamp, and the decoder renders what the imported generator renders."""
+    import json
+
+    from stytr import artifacts
+    from stytr.config import InversionTrainConfig
+    from stytr.domains import get_domain
+    from stytr.train.for_domain import inversion_config
+    from stytr.train.inversion import build_model
+
+    path, marker, _ = snapshot
+    (tmp_path / "pics").mkdir()
+    domain_file = tmp_path / "nv.json"
+    domain_file.write_text(json.dumps({"name": "nv", "generator": path.name, "image_dir": "pics", "image_size": 64}))
+    cfg = inversion_config(InversionTrainConfig.preset("smoke"), get_domain(domain_file))
+    G = artifacts.load("generator", path)
+    assert cfg.model.generator.conv_clamp == G.conv_clamp and cfg.model.generator.size == 64
+    model = build_model(cfg)
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(model.decoder([z], randomize_noise=False)[0], G([z], randomize_noise=False)[0])
+    assert not marker.exists()

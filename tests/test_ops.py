@@ -1,5 +1,5 @@
-"""Tests for stytr.ops: the reference ops against independent formulas, the backend
-switch, the plugin's build/fallback logic, the CUDA autograd wiring (on CPU, with a
+"""Tests for stytr.ops: the reference ops and the fast CPU ops against independent formulas,
+the backend switch, the plugin's build/fallback logic, the CUDA autograd wiring (on CPU, with a
 stand-in plugin), and -- on a GPU -- the compiled kernels against the reference."""
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from scipy.signal import convolve2d
 
 import stytr.ops as ops
 from stytr.ops import cuda_impl
+from stytr.ops.cpu_impl import fused_leaky_relu_cpu, upfirdn2d_cpu
 from stytr.ops.reference import fused_leaky_relu_ref, upfirdn2d_output_size, upfirdn2d_ref
+from stytr.runtime import use_path
 
 
 # --------------------------------------------------------------------------- independent formulas
@@ -73,55 +75,85 @@ STYLEGAN_CASES = [
 ]
 
 
+UPFIRDN = {"ref": upfirdn2d_ref, "cpu": upfirdn2d_cpu}
+LRELU = {"ref": fused_leaky_relu_ref, "cpu": fused_leaky_relu_cpu}
+
+
+@pytest.mark.parametrize("impl", sorted(UPFIRDN))
 @pytest.mark.parametrize("hw,kernel,up,down,pad", STYLEGAN_CASES + _cases(28))
-def test_upfirdn2d_ref_matches_loops(hw, kernel, up, down, pad):
+def test_upfirdn2d_matches_loops(hw, kernel, up, down, pad, impl):
     g = torch.Generator().manual_seed(hash((hw, kernel, up, down, pad)) % 2**31)
     x = torch.randn(2, 2, *hw, dtype=torch.float64, generator=g)
     k = torch.randn(*kernel, dtype=torch.float64, generator=g)
     expected = upfirdn2d_loops(x.numpy(), k.numpy(), up, down, pad)
-    got = upfirdn2d_ref(x, k, up=up, down=down, pad=pad)
+    got = UPFIRDN[impl](x, k, up=up, down=down, pad=pad)
     assert got.shape == expected.shape
     assert tuple(got.shape[2:]) == upfirdn2d_output_size(*hw, kernel, up, down, pad)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
-def test_upfirdn2d_ref_is_a_true_convolution():
+def test_upfirdn2d_cpu_matches_reference_on_many_geometries():
+    for hw, kernel, up, down, pad in _cases(300, seed=7):
+        x = torch.randn(1, 3, *hw, dtype=torch.float64)
+        k = torch.randn(*kernel, dtype=torch.float64)
+        torch.testing.assert_close(upfirdn2d_cpu(x, k, up, down, pad), upfirdn2d_ref(x, k, up, down, pad),
+                                   msg=lambda m: f"{(hw, kernel, up, down, pad)}: {m}")
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_upfirdn2d_cpu_at_1024_px(layout):
+    """The generator's largest calls: the 3-channel skip upsampling to 1024 px and the blur after
+    a transposed convolution at 1024 px, in both memory layouts."""
+    k = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1]))
+    k = k / k.sum() * 4
+    skip = torch.randn(1, 3, 512, 512).contiguous(memory_format=layout)
+    torch.testing.assert_close(upfirdn2d_cpu(skip, k, up=2, pad=(2, 1)), upfirdn2d_ref(skip, k, up=2, pad=(2, 1)))
+    feat = torch.randn(1, 2, 1025, 1025).contiguous(memory_format=layout)
+    torch.testing.assert_close(upfirdn2d_cpu(feat, k, pad=(1, 1)), upfirdn2d_ref(feat, k, pad=(1, 1)))
+
+
+@pytest.mark.parametrize("impl", sorted(UPFIRDN))
+def test_upfirdn2d_is_a_true_convolution(impl):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6, 7))
     k = rng.standard_normal((3, 4))  # asymmetric: a correlation would differ
-    got = upfirdn2d_ref(torch.from_numpy(x)[None, None], torch.from_numpy(k), pad=(3, 3, 2, 2))[0, 0].numpy()
+    got = UPFIRDN[impl](torch.from_numpy(x)[None, None], torch.from_numpy(k), pad=(3, 3, 2, 2))[0, 0].numpy()
     np.testing.assert_allclose(got, convolve2d(x, k, mode="full"), rtol=1e-10, atol=1e-12)
 
 
-def test_upfirdn2d_ref_pad_forms_and_errors():
+@pytest.mark.parametrize("impl", sorted(UPFIRDN))
+def test_upfirdn2d_pad_forms_and_errors(impl):
+    upfirdn2d = UPFIRDN[impl]
     x = torch.randn(1, 3, 4, 4)
     k = torch.rand(3, 3)
-    torch.testing.assert_close(upfirdn2d_ref(x, k, pad=(1, 2)), upfirdn2d_ref(x, k, pad=(1, 2, 1, 2)))
-    torch.testing.assert_close(upfirdn2d_ref(x, k, up=2, down=1), upfirdn2d_ref(x, k, up=(2, 2), down=(1, 1)))
+    torch.testing.assert_close(upfirdn2d(x, k, pad=(1, 2)), upfirdn2d(x, k, pad=(1, 2, 1, 2)))
+    torch.testing.assert_close(upfirdn2d(x, k, up=2, down=1), upfirdn2d(x, k, up=(2, 2), down=(1, 1)))
     with pytest.raises(ValueError):
-        upfirdn2d_ref(x[0], k)
+        upfirdn2d(x[0], k)
     with pytest.raises(ValueError):
-        upfirdn2d_ref(x, k[0])
+        upfirdn2d(x, k[0])
     with pytest.raises(ValueError):
-        upfirdn2d_ref(x, k, pad=(1, 2, 3))
+        upfirdn2d(x, k, pad=(1, 2, 3))
 
 
+@pytest.mark.parametrize("impl", sorted(LRELU))
 @pytest.mark.parametrize("shape", [(3, 4), (2, 4, 3, 5), (2, 4, 2, 3, 2)])
-@pytest.mark.parametrize("slope,scale", [(0.2, math.sqrt(2)), (0.0, 1.0), (0.5, 3.0)])
-def test_fused_leaky_relu_ref_matches_formula(shape, slope, scale):
+@pytest.mark.parametrize("slope,scale", [(0.2, math.sqrt(2)), (0.0, 1.0), (0.5, 3.0), (0.2, -1.0)])
+def test_fused_leaky_relu_matches_formula(shape, slope, scale, impl):
     x = torch.randn(*shape, dtype=torch.float64)
     b = torch.randn(shape[1], dtype=torch.float64)
     xn, bn = x.numpy(), b.numpy().reshape(1, -1, *([1] * (len(shape) - 2)))
     v = xn + bn
     expected = np.where(v > 0, v, slope * v) * scale
-    np.testing.assert_allclose(fused_leaky_relu_ref(x, b, slope, scale).numpy(), expected, rtol=1e-12)
-    np.testing.assert_allclose(fused_leaky_relu_ref(x, None, slope, scale).numpy(),
+    np.testing.assert_allclose(LRELU[impl](x, b, slope, scale).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(LRELU[impl](x, None, slope, scale).numpy(),
                                np.where(xn > 0, xn, slope * xn) * scale, rtol=1e-12)
 
 
-def test_fused_leaky_relu_ref_rejects_bad_bias():
+@pytest.mark.parametrize("impl", sorted(LRELU))
+def test_fused_leaky_relu_rejects_bad_bias(impl):
     with pytest.raises(ValueError):
-        fused_leaky_relu_ref(torch.randn(2, 3, 4), torch.zeros(4))
+        LRELU[impl](torch.randn(2, 3, 4), torch.zeros(4))
 
 
 # --------------------------------------------------------------------------- gradients of the references
@@ -135,11 +167,12 @@ SMALL_CASES = [  # the StyleGAN2 geometries and a cropping one, on tiny inputs f
 ]
 
 
+@pytest.mark.parametrize("impl", sorted(UPFIRDN))
 @pytest.mark.parametrize("hw,kernel,up,down,pad", SMALL_CASES)
-def test_upfirdn2d_ref_gradcheck(hw, kernel, up, down, pad):
+def test_upfirdn2d_gradcheck(hw, kernel, up, down, pad, impl):
     x = torch.randn(1, 2, *hw, dtype=torch.float64, requires_grad=True)
     k = torch.randn(*kernel, dtype=torch.float64, requires_grad=True)
-    f = lambda x, k: upfirdn2d_ref(x, k, up=up, down=down, pad=pad)  # noqa: E731
+    f = lambda x, k: UPFIRDN[impl](x, k, up=up, down=down, pad=pad)  # noqa: E731
     assert torch.autograd.gradcheck(f, (x, k))
     assert torch.autograd.gradgradcheck(f, (x, k), fast_mode=True)
 
@@ -152,9 +185,10 @@ def _away_from_kink(shape, channels_dim=1):
     return x.requires_grad_(), b.requires_grad_()
 
 
-def test_fused_leaky_relu_ref_gradcheck():
+@pytest.mark.parametrize("impl", sorted(LRELU))
+def test_fused_leaky_relu_gradcheck(impl):
     x, b = _away_from_kink((2, 3, 2, 2))
-    f = lambda x, b: fused_leaky_relu_ref(x, b, 0.2, math.sqrt(2))  # noqa: E731
+    f = lambda x, b: LRELU[impl](x, b, 0.2, math.sqrt(2))  # noqa: E731
     assert torch.autograd.gradcheck(f, (x, b))
     assert torch.autograd.gradgradcheck(f, (x, b))
 
@@ -169,8 +203,11 @@ def clean_plugin():
     cuda_impl._reset()
 
 
+@pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("mode", ["ref", "auto", "cuda", "AUTO"])
-def test_entry_point_uses_reference_on_cpu(monkeypatch, clean_plugin, mode):
+def test_entry_point_on_cpu(monkeypatch, clean_plugin, mode, path):
+    """CPU tensors never build the plugin; they take the fast CPU ops unless STYTR_OPS=ref or
+    the reference path is selected, and both give the reference's values."""
     monkeypatch.setenv("STYTR_OPS", mode)
 
     def must_not_build():
@@ -180,11 +217,12 @@ def test_entry_point_uses_reference_on_cpu(monkeypatch, clean_plugin, mode):
     x = torch.randn(2, 3, 5, 5)
     k = torch.rand(4, 4)
     b = torch.randn(3)
-    assert ops.backend_for(x) == "ref"
-    torch.testing.assert_close(ops.upfirdn2d(x, k, up=2, pad=(2, 1)), upfirdn2d_ref(x, k, up=2, pad=(2, 1)))
-    torch.testing.assert_close(ops.fused_leaky_relu(x, b), fused_leaky_relu_ref(x, b))
-    layer = ops.FusedLeakyReLU(3)
-    torch.testing.assert_close(layer(x), fused_leaky_relu_ref(x, layer.bias))
+    with use_path(path):
+        assert ops.backend_for(x) == ("cpu" if path == "fast" and mode != "ref" else "ref")
+        torch.testing.assert_close(ops.upfirdn2d(x, k, up=2, pad=(2, 1)), upfirdn2d_ref(x, k, up=2, pad=(2, 1)))
+        torch.testing.assert_close(ops.fused_leaky_relu(x, b), fused_leaky_relu_ref(x, b))
+        layer = ops.FusedLeakyReLU(3)
+        torch.testing.assert_close(layer(x), fused_leaky_relu_ref(x, layer.bias))
 
 
 def test_invalid_mode_raises(monkeypatch):

@@ -4,6 +4,7 @@
 
     session = EditSession.for_domain("toyfaces")     # the domain's shipped encoder, classifier, editors
     session.set_image("photo.png")                   # or a tensor / PIL image; align=True runs dlib first
+                                                     # (then session.paste_back() puts the edit back)
     img = session.render({"Smiling": 3, "Eyeglasses": -2}, method=Method.LABEL_1)
     session.save("out/")                             # edited.png, wplus.pt (+ input, reconstruction, side by side)
 
@@ -100,6 +101,7 @@ class EditSession:
         self._cache: OrderedDict = OrderedDict()
         self.image = self.wplus = self.reconstruction = None
         self.source = None
+        self.photo = self.alignment = None   # the original photo and its Alignment, when aligned
         self.result: EditResult | None = None
         self.render_count = 0           # renders that ran the generator (cache misses)
         # -- fidelity: a stage (or a HighFidelityModel), PTI's settings, the mode and this image's renderer
@@ -212,8 +214,13 @@ class EditSession:
     # -- the image -------------------------------------------------------------------------
     def load_input(self, image, align: bool = False, landmarks=None, detector=None) -> torch.Tensor:
         """Any image source -> (3, size, size) in [-1, 1]: a tensor ((3, H, W) or (1, 3, H, W), values in
-        [-1, 1]), a path or a PIL image. ``align=True`` runs FFHQ alignment (dlib, ``landmarks`` = the
-        68-point ``.dat``); otherwise the picture is centre-cropped and resized."""
+        [-1, 1]), a path or a PIL image. ``align=True`` runs FFHQ alignment on the most confident face
+        (dlib; ``landmarks`` = another 68-point ``.dat`` than the bundled one); otherwise the picture is
+        centre-cropped and resized."""
+        return self._load(image, align, landmarks, detector)[0]
+
+    def _load(self, image, align: bool, landmarks, detector):
+        """(tensor, photo, alignment): the photo and its Alignment record when ``align``, else None."""
         from PIL import Image
 
         from ..data.folders import load_image, pil_to_tensor
@@ -232,26 +239,27 @@ class EditSession:
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x[None], size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
                                   align_corners=None if x.shape[-1] > size else False)[0]
-            return x.clamp(-1, 1)
-        if isinstance(image, Image.Image):
-            if align:
-                from ..data.align import DEFAULT_PREDICTOR_PATH, LandmarkDetector, detect_and_align
-
-                det = detector or LandmarkDetector(landmarks or DEFAULT_PREDICTOR_PATH)
-                image = detect_and_align(image, det, output_size=size, name="the picture")[0][0]
-            return pil_to_tensor(image, size)
+            return x.clamp(-1, 1), None, None
         if isinstance(image, (str, os.PathLike)):
             path = Path(image).expanduser()
             if not path.exists():
                 raise FileNotFoundError(f"input image not found: {path}")
-            if align:
-                from ..data.align import DEFAULT_PREDICTOR_PATH, align_photo
+            if not align:
+                return load_image(path, size), None, None
+            from ..data.align import open_photo
 
-                aligned = align_photo(path, predictor_path=landmarks or DEFAULT_PREDICTOR_PATH, output_size=size,
-                                      detector=detector)
-                return pil_to_tensor(aligned[0], size)
-            return load_image(path, size)
-        raise TypeError(f"set_image takes a tensor, a path or a PIL image, not {type(image).__name__}")
+            image, name = open_photo(path), str(path)
+        elif isinstance(image, Image.Image):
+            name = "the picture"
+        else:
+            raise TypeError(f"set_image takes a tensor, a path or a PIL image, not {type(image).__name__}")
+        if not align:
+            return pil_to_tensor(image, size), None, None
+        from ..data.align import detect_and_align
+
+        photo = image.convert("RGB")
+        record = detect_and_align(photo, detector, output_size=size, name=name, predictor_path=landmarks)[0]
+        return pil_to_tensor(record.image, size), photo, record
 
     @torch.no_grad()
     def invert(self, x: torch.Tensor) -> torch.Tensor:
@@ -259,13 +267,50 @@ class EditSession:
         return self.model.encode(x[None].to(self.device))
 
     def set_image(self, image, align: bool = False, landmarks=None, detector=None) -> torch.Tensor:
-        """Load (and optionally align) ``image``, invert it; returns the reconstruction (3, size, size)."""
-        x = self.load_input(image, align=align, landmarks=landmarks, detector=detector)
+        """Load (and optionally align) ``image``, invert it; returns the reconstruction (3, size, size).
+        With ``align`` the photo and its :class:`~stytr.data.align.Alignment` are kept (``photo``,
+        ``alignment``) so that :meth:`paste_back` can put the edit back."""
+        x, photo, record = self._load(image, align, landmarks, detector)
+        source = str(image) if isinstance(image, (str, os.PathLike)) else type(image).__name__
+        self._set(x, source, photo, record)
+        return self.reconstruction
+
+    def set_face(self, photo, alignment) -> torch.Tensor:
+        """Invert one face already aligned from ``photo`` (an :class:`~stytr.data.align.Alignment`, e.g.
+        one of ``detect_and_align(photo, all_faces=True)``); keeps both for :meth:`paste_back`."""
+        from ..data.folders import pil_to_tensor
+
+        x = pil_to_tensor(alignment.image, self.size)
+        self._set(x, f"face {alignment.face.bbox} of {type(photo).__name__}", photo, alignment)
+        return self.reconstruction
+
+    def _set(self, x, source, photo, alignment):
         with self.lock:
             self.wplus, self.image = self.invert(x), x
-            self.source = str(image) if isinstance(image, (str, os.PathLike)) else type(image).__name__
+            self.source = source
+            self.photo, self.alignment = photo, alignment
             self._set_renderer()
-        return self.reconstruction
+
+    @torch.no_grad()
+    def paste_back(self, photo=None, feather: float = 0.1):
+        """The last result (or the reconstruction) pasted into the aligned photo at its full resolution
+        (a PIL image; :func:`stytr.data.align.paste_back`). The code is rendered again, at the session's
+        fidelity, at the generator's own resolution, so an FFHQ edit brings 1024 px of detail, not the
+        encoder's 256. ``photo``: paste into this copy instead (same size; e.g. one with other faces
+        already pasted)."""
+        from PIL import Image
+
+        from ..data.align import paste_back
+        from ..viz import to_uint8
+
+        self._require_image()
+        if self.alignment is None:
+            raise RuntimeError("paste-back needs an aligned photo: set_image(..., align=True) or set_face(...)")
+        with self.lock:
+            latent = self.wplus if self.result is None else self.result.latent
+            full = self.renderer.render(latent, full_resolution=True)
+            crop = Image.fromarray(to_uint8(full.clamp(-1, 1).cpu())[0])
+            return paste_back(self.photo if photo is None else photo, crop, self.alignment, feather=feather)
 
     def _require_image(self):
         if self.wplus is None:

@@ -1,9 +1,10 @@
-"""Evaluation: reconstruction metrics, model complexity (Table 1), re-scoring (Figure 1), user study (Table 2).
+"""Evaluation: reconstruction metrics, model complexity (Table 1), re-scoring (Figure 1), user study (Table 2),
+identity similarity of real faces.
 
 Submodules: :mod:`~stytr.eval.metrics`, :mod:`~stytr.eval.complexity`,
-:mod:`~stytr.eval.rescoring`, :mod:`~stytr.eval.edit_rates`, and for the user study
-:mod:`~stytr.eval.user_study` (statistics), :mod:`~stytr.eval.user_study_report` (tables, figure)
-and :mod:`~stytr.eval.votes` (the vote file). The runner app is :mod:`stytr.apps.study`.
+:mod:`~stytr.eval.rescoring`, :mod:`~stytr.eval.edit_rates`, :mod:`~stytr.eval.identity` (real faces), and
+for the user study :mod:`~stytr.eval.user_study` (statistics), :mod:`~stytr.eval.user_study_report` (tables,
+figure) and :mod:`~stytr.eval.votes` (the vote file). The runner app is :mod:`stytr.apps.study`.
 The public names below are loaded on first use, so ``from stytr.eval import user_study`` stays free of torch.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ _EXPORTS = {
     "user_study": ("paper_table2", "aggregate"),
     "user_study_report": ("format_table", "plot_user_study", "write_table_csv"),
     "votes": ("append_vote", "read_votes", "read_vote_file"),
+    "identity": ("identity_similarity", "DlibFaceEmbedder", "IRSE50Embedder"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

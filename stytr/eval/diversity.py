@@ -21,11 +21,8 @@ scores the shipped ToyFaces editors, with and without the mode-seeking term, on 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
-import sys
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -34,6 +31,7 @@ import torch
 from ..attributes import CELEBA_ATTRIBUTES, attribute_index
 from .edit_rates import edit_rates
 from .metrics import attribute_decisions
+from .script_args import measurement_args
 
 __all__ = ["DIVERSITY_CSV", "EDITORS", "CODES_SEED", "CODES_N", "N_SOURCES", "K_REFERENCES", "diversity_sets", "pairwise_mean",
            "reference_diversity", "diversity_rows", "summarize", "read_rows", "main"]
@@ -158,27 +156,15 @@ def read_rows(path) -> list[dict]:
 
 def main(argv=None) -> None:
     from .. import artifacts
-    from ..checkpoints import REPO_ROOT
     from ..domains import get_domain
     from ..inference import labelled_codes
 
-    parser = argparse.ArgumentParser(prog="python -m stytr.eval.diversity", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="", help=f"folder for {DIVERSITY_CSV}")
-    parser.add_argument("--ship", action="store_true", help="write it into figures/ (what notebook 05 reads)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if not args.out and not args.ship:
-        print("diversity: error: give --out DIR (or --ship)", file=sys.stderr)
-        raise SystemExit(2)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _, folder = measurement_args("python -m stytr.eval.diversity", __doc__, DIVERSITY_CSV, "notebook 05", argv)
     domain = get_domain("toyfaces")
     codes, _, _ = labelled_codes(domain.name, domain.load("encoder"), n=CODES_N, seed=CODES_SEED)
     editors = {label: {a: artifacts.load("reference_editor", name, attribute=a) for a in domain.reference_editors}
                for label, name in EDITORS.items()}
     rows = diversity_rows(editors, codes, domain.load("predictor"))
-    folder = REPO_ROOT / "figures" if args.ship else Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / DIVERSITY_CSV, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -20,9 +20,7 @@ The two CSVs (:data:`VARIANTS_CSV`, :data:`RESCORING_CSV`) are what notebook 04 
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from ..editing import AS_RELEASED, LabelEditor
 from .edit_rates import edit_rates
 from .metrics import attribute_decisions, mse
 from .rescoring import rescoring_matrix
+from .script_args import measurement_args
 
 __all__ = ["VARIANTS", "RELEASED_ALPHA", "VARIANTS_CSV", "RESCORING_CSV", "variant_editors", "variant_report",
            "compare_variants", "write_comparison", "read_comparison", "main"]
@@ -142,28 +141,18 @@ def read_comparison(folder) -> tuple[list[dict], dict[str, np.ndarray]]:
 
 
 def main(argv=None) -> None:
-    from ..checkpoints import REPO_ROOT
     from ..domains import get_domain
     from ..inference import labelled_codes
 
-    parser = argparse.ArgumentParser(prog="python -m stytr.eval.label_variants", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="", help=f"folder for {VARIANTS_CSV} and {RESCORING_CSV}")
-    parser.add_argument("--ship", action="store_true", help="write them into figures/ (what notebook 04 reads)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if not args.out and not args.ship:
-        print("label_variants: error: give --out DIR (or --ship)", file=sys.stderr)
-        raise SystemExit(2)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _, folder = measurement_args("python -m stytr.eval.label_variants", __doc__,
+                                 f"{VARIANTS_CSV} and {RESCORING_CSV}", "notebook 04", argv)
     domain = get_domain("toyfaces")
     encoder = domain.load("encoder")
     wplus, _, _ = labelled_codes(domain.name, encoder, n=CODES_N, seed=CODES_SEED)
     cfg = EditingConfig.preset("toy")
     rows, matrices = compare_variants(encoder.decoder, wplus, domain.load("classifier"), domain.load("predictor"),
                                       cfg=cfg)
-    paths = write_comparison(rows, matrices, cfg.attributes, REPO_ROOT / "figures" if args.ship else args.out)
+    paths = write_comparison(rows, matrices, cfg.attributes, folder)
     for r in rows:
         print(f"{r['variant']:24s} {r['attribute']:11s} flip {r['flip_rate']:.3f} keep {r['keep_rate']:.3f} "
               f"edit MSE {r['edit_mse']:.4f} perceptual {r['edit_perceptual']:.3f} W+ row step {r['edit_w_row']:.2f}")

@@ -10,6 +10,11 @@ layer used by the published code (``self_attn``, ``multihead_attn``, ``linear1``
 The width of the attention (``heads * head_dim``) may differ from ``d_model``; with
 the default ``head_dim = d_model // heads`` the packed projection has exactly the
 shape of ``nn.MultiheadAttention``'s.
+
+On the fast path (``STYTR_PATH=fast``, :mod:`stytr.runtime`) the projections that read the
+same tensor are one matrix product (query, key and value in self-attention; key and value of
+the memory in cross-attention), and the heads are strided views that
+``scaled_dot_product_attention`` reads directly.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..runtime import fast_path_enabled
 
 __all__ = ["MultiHeadAttention", "TransformerBlock", "flatten_feature_map"]
 
@@ -58,16 +65,28 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
 
+    def _project(self, query, key, value):
+        """Queries, keys and values split into heads, (B, heads, length, head_dim) each."""
+        inner = self.heads * self.head_dim
+        if fast_path_enabled():
+            if query is key and key is value:
+                qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)
+                return [self._split_heads(t) for t in qkv.split(inner, -1)]
+            if key is value:
+                q = F.linear(query, self.in_proj_weight[:inner], self.in_proj_bias[:inner])
+                kv = F.linear(key, self.in_proj_weight[inner:], self.in_proj_bias[inner:])
+                return [self._split_heads(t) for t in (q, *kv.split(inner, -1))]
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        return (self._split_heads(F.linear(query, w_q, b_q)), self._split_heads(F.linear(key, w_k, b_k)),
+                self._split_heads(F.linear(value, w_v, b_v)))
+
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor | None = None,
                 return_weights: bool = False):
         """Returns the attended values ``(B, N, d_model)``; with ``return_weights`` also the
         head-averaged attention map ``(B, N, M)``."""
         value = key if value is None else value
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        q = self._split_heads(F.linear(query, w_q, b_q))
-        k = self._split_heads(F.linear(key, w_k, b_k))
-        v = self._split_heads(F.linear(value, w_v, b_v))
+        q, k, v = self._project(query, key, value)
         p = self.dropout if self.training else 0.0
         if return_weights:
             probs = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)

@@ -172,14 +172,16 @@ class HighFidelityModel(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.inversion.encode(x)
 
-    def _image(self, latent, residual=None, noise=None, randomize_noise: bool = False) -> torch.Tensor:
-        """Render W+ (B, N, D) or a list of S codes, pooled to the encoder's input size."""
+    def _image(self, latent, residual=None, noise=None, randomize_noise: bool = False,
+               full_resolution: bool = False) -> torch.Tensor:
+        """Render W+ (B, N, D) or a list of S codes, pooled to the encoder's input size (or at the
+        generator's own size with ``full_resolution``)."""
         G = self.inversion.decoder
         if isinstance(latent, torch.Tensor):
             img = G.synthesis(latent[:, :G.n_latent], noise=noise, randomize_noise=randomize_noise, residual=residual)
         else:
             img = G.synthesize_s(latent, noise=noise, randomize_noise=randomize_noise, residual=residual)
-        return fit_size(img, self.cfg.input_size)
+        return img if full_resolution else fit_size(img, self.cfg.input_size)
 
     def distortion(self, x: torch.Tensor, wplus: torch.Tensor, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 1: ``(x - G(w), G(w))``, the reconstruction clamped to [-1, 1] as HFGI does."""
@@ -188,15 +190,16 @@ class HighFidelityModel(nn.Module):
         return x - recon, recon
 
     def render(self, latent, distortion: torch.Tensor, reconstruction: torch.Tensor, noise=None,
-               target: torch.Tensor | None = None) -> torch.Tensor:
+               target: torch.Tensor | None = None, full_resolution: bool = False) -> torch.Tensor:
         """The code ``latent`` of the image whose ``distortion`` and W+ ``reconstruction`` are given,
         with the image's detail: steps 2-4. ``target`` (the plain rendering of ``latent``) is computed
-        when not given. Returns images at the encoder's input size."""
+        when not given. Returns images at the encoder's input size, or at the generator's with
+        ``full_resolution`` (the residual features are the same: they enter at fixed generator layers)."""
         if target is None:
             with torch.no_grad():
                 target = self._image(latent, noise=noise).clamp(-1, 1)
         features = self.stage(distortion, target, reconstruction)
-        return self._image(latent, residual=features, noise=noise)
+        return self._image(latent, residual=features, noise=noise, full_resolution=full_resolution)
 
     def forward(self, x: torch.Tensor, resize: bool = True, randomize_noise: bool = False,
                 return_latents: bool = False):

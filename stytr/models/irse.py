@@ -17,6 +17,10 @@ at the ends of stages 2, 3 and 4 (after units 6, 20 and 23 for IR-SE50);
 :class:`IRSEBackbone` adds ``output_layer`` and returns an L2-normalised identity
 embedding (112x112 input for the published weights), which the ID loss uses.
 
+On a CPU the fast path (``STYTR_PATH=fast``, :mod:`stytr.runtime`) runs the trunk on
+channels_last activations (oneDNN's direct convolution layout; NCHW costs a reorder of every
+input and output) and takes the weightless 1x1 max-pool shortcut as the strided slice it is.
+
 ``width`` scales every stage's channel count (64/128/256/512 at 1.0) while keeping
 the module tree, e.g. ``width=0.25`` gives the 16/32/64/128-channel ToyFaces
 trunk for 64x64 inputs. ``units`` replaces the per-stage unit counts for tiny
@@ -31,6 +35,8 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..runtime import fast_path_enabled
 
 __all__ = ["STAGE_UNITS", "STAGE_CHANNELS", "SqueezeExcite", "IRUnit", "IRSETrunk", "IRSEBackbone",
            "IR_SE50_PATH", "IR_SE50_HINT", "BackboneLoadReport", "load_ir_se50_weights", "stage_units"]
@@ -103,7 +109,19 @@ class IRUnit(nn.Module):
         self.res_layer = nn.Sequential(*layers)
 
     def forward(self, x):
+        if isinstance(self.shortcut_layer, nn.MaxPool2d) and fast_path_enabled() and x.device.type == "cpu":
+            # A 1x1 max-pool picks every stride-th sample: slicing gives the same values without
+            # the pooling kernel, its index tensor and its scatter in the backward pass.
+            step = self.shortcut_layer.stride
+            return self.res_layer(x) + (x[:, :, ::step, ::step] if step != 1 else x)
         return self.res_layer(x) + self.shortcut_layer(x)
+
+
+def to_fast_layout(x: torch.Tensor) -> torch.Tensor:
+    """channels_last on the CPU fast path, unchanged otherwise (values are the same either way)."""
+    if fast_path_enabled() and x.device.type == "cpu" and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 class IRSETrunk(nn.Module):
@@ -137,7 +155,7 @@ class IRSETrunk(nn.Module):
         return self.channels[1], self.channels[2], self.channels[3]
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.input_layer(x)
+        x = self.input_layer(to_fast_layout(x))
         taps = []
         for i, unit in enumerate(self.body):
             x = unit(x)
@@ -175,7 +193,7 @@ class IRSEBackbone(IRSETrunk):
         if x.shape[-2:] != (self.input_size, self.input_size):
             raise ValueError(f"IRSEBackbone expects {self.input_size}x{self.input_size} inputs, got "
                              f"{tuple(x.shape[-2:])}; crop and pool first")
-        x = self.body(self.input_layer(x))
+        x = self.body(self.input_layer(to_fast_layout(x)))
         return F.normalize(self.output_layer(x), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

@@ -13,6 +13,10 @@ High-fidelity inversion enters through ``residual``: ``G.synthesis(w_plus, resid
 shift)})`` (and ``synthesize_s``) modulates the features of the 32x32 block right after its upsampling
 convolution, ``f * (1 + scale) + shift`` (HFGI's consultation fusion); a zero residual renders exactly
 the plain image.
+
+On a CPU the synthesis layers take the fast path of :mod:`stytr.models.stylegan2_fast`
+unless ``STYTR_PATH=reference`` (:mod:`stytr.runtime`); the code below is the reference
+that the fast path is tested against.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from torch.nn import functional as F
 
 from ..checkpoints import CheckpointError, load_state_strict, save_atomic
 from ..ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
+from ..runtime import fast_path_enabled
+from . import stylegan2_fast as fast
 from .nvidia_pickle import SnapshotError, SnapshotInfo, import_generator
 
 RESOLUTIONS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -217,6 +223,8 @@ class StyledConv(nn.Module):
         return self.forward_s(x, self.conv.modulation(style), noise)
 
     def forward_s(self, x, s, noise=None):
+        if fast_path_enabled() and fast.applies(x):
+            return fast.styled_conv(self, x, s, noise)
         out = self.activate(self.noise(self.conv.forward_s(x, s), noise=noise))
         return out if self.conv_clamp is None else out.clamp(-self.conv_clamp, self.conv_clamp)
 
@@ -237,6 +245,8 @@ class ToRGB(nn.Module):
         return self.forward_s(x, self.conv.modulation(style), skip)
 
     def forward_s(self, x, s, skip=None):
+        if fast_path_enabled() and fast.applies(x):
+            return fast.to_rgb(self, x, s, skip)
         out = self.conv.forward_s(x, s) + self.bias
         if self.conv_clamp is not None:
             out = out.clamp(-self.conv_clamp, self.conv_clamp)
@@ -383,6 +393,9 @@ class Generator(nn.Module):
         noise = self._resolve_noise(noise, randomize_noise)
         s = iter(s_codes)
         out = self.input(s_codes[0].shape[0])
+        on_fast_path = fast_path_enabled() and fast.applies(out)
+        if on_fast_path and fast.use_channels_last(min(self.channels.values()), out.shape[0]):
+            out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1.forward_s(out, next(s), noise=noise[0])
         skip = self.to_rgb1.forward_s(out, next(s))
         for i, to_rgb in enumerate(self.to_rgbs):
@@ -392,7 +405,7 @@ class Generator(nn.Module):
                 out = out * (1 + scale) + shift
             out = self.convs[2 * i + 1].forward_s(out, next(s), noise=noise[2 * i + 2])
             skip = to_rgb.forward_s(out, next(s), skip)
-        return skip
+        return skip.contiguous() if on_fast_path else skip
 
 
 class ConvLayer(nn.Sequential):

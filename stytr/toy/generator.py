@@ -5,6 +5,8 @@ import numpy as np
 import torch
 
 from ..attributes import CELEBA_ATTRIBUTES
+from ..eval.frechet import frechet_distance, image_statistics
+from .faces import Z_DIM
 from .render import ATTRIBUTES, labels_z, render_z
 
 @torch.no_grad()
@@ -30,3 +32,44 @@ def generator_quality(generator, predictor, n: int = 2000, seed: int = 12345, ba
         confident += ((prob < 0.2) | (prob > 0.8)).all(1).sum().item()
     return {"agreement": {a: (agree[k] / n).item() for k, a in enumerate(ATTRIBUTES)},
             "confident": confident / n, "l1": l1 / n, "n": n}
+
+
+@torch.no_grad()
+def compare_generators(generators: dict, predictor, n: int = 2000, seed: int = 12345) -> list[dict]:
+    """One row per named generator: the quality bar of :func:`generator_quality` plus the
+    Fréchet distance to ``n`` fresh renders in the predictor's feature space (``frechet``) and
+    the largest gap between the rates at which the predictor finds each modelled attribute on
+    G(z) and on the renders (``rate_gap``). A first row, ``renders``, compares a second set of
+    renders with the first: the distance's floor at this ``n``.
+
+    ``agreement`` asks whether G(z) shows the attributes that ``render_z(z)`` has: only a
+    generator distilled from the renderer can score high on it; one trained adversarially has
+    its own z and scores like chance on it, however good its images are."""
+    idx = [CELEBA_ATTRIBUTES.index(a) for a in ATTRIBUTES]
+    device = next(predictor.parameters()).device
+
+    def renders(s):
+        z = np.random.default_rng(s).standard_normal((n, Z_DIM)).astype(np.float32)
+        return torch.from_numpy(render_z(z, size))
+
+    def rates(images):
+        probs = torch.cat([torch.sigmoid(predictor(b.to(device).clamp(-1, 1))).cpu()[:, idx] for b in images.split(250)])
+        return (probs > 0.5).float().mean(0)
+
+    size = next(iter(generators.values())).size
+    real = renders(seed + 1)
+    real_stats, real_rates = image_statistics(predictor, real), rates(real)
+    second = renders(seed + 2)
+    rows = [{"generator": "renders", "frechet": frechet_distance(image_statistics(predictor, second), real_stats),
+             "rate_gap": (rates(second) - real_rates).abs().max().item(), "agreement": float("nan"),
+             "confident": float("nan")}]
+    for name, g in generators.items():
+        quality = generator_quality(g, predictor, n=n, seed=seed)
+        gen = torch.Generator().manual_seed(seed + 3)
+        fakes = torch.cat([g([torch.randn(min(250, n - i), g.style_dim, generator=gen).to(g.device)],
+                             randomize_noise=False)[0].cpu() for i in range(0, n, 250)])
+        rows.append({"generator": name, "frechet": frechet_distance(image_statistics(predictor, fakes), real_stats),
+                     "rate_gap": (rates(fakes) - real_rates).abs().max().item(),
+                     "agreement": float(np.mean(list(quality["agreement"].values()))),
+                     "confident": quality["confident"]})
+    return rows

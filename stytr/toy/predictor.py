@@ -42,6 +42,11 @@ class AttributePredictor(nn.Module):
         feat = self.features(x)[-1]
         return self.head(F.adaptive_avg_pool2d(feat, 4))
 
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's penultimate activations (B, hidden): the feature space of
+        :mod:`stytr.eval.frechet`, as Inception's pool features are FID's."""
+        return self.head[:-1](F.adaptive_avg_pool2d(self.features(x)[-1], 4))
+
 
 class PredictorFeatureDistance(nn.Module):
     """Toy perceptual distance: mean squared difference of the predictor's unit-normalised

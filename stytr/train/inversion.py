@@ -12,23 +12,25 @@ shipped encoder and the figures into the repository's ``figures/``.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import artifacts
-from ..checkpoints import REPO_ROOT, load_state_strict
+from ..checkpoints import REPO_ROOT
 from ..config import InversionTrainConfig
 from ..data.folders import ImageFolderDataset
 from ..domains import get_domain
 from ..losses import InversionLoss
 from ..models.inversion import InversionModel, build_inversion_model
+from ..ops import announce_backends
 from ..toy import ToyFacesDataset
 from ..viz import image_grid, interleave, save_image
 from .distributed import DistInfo, all_reduce_mean, cleanup, setup
-from .loop import Loop, set_hyperparameters
-from .sampling import StepSampler
+from .loop import Loop, ModelOptimizerState
+from .sampling import StepSampler, split_indices
 
 
 class _ImagesOnly(Dataset):
@@ -53,8 +55,15 @@ def build_datasets(cfg: InversionTrainConfig):
         val = ToyFacesDataset(cfg.n_val, seed=cfg.seed + 20_000, size=size)
         return _ImagesOnly(train), _ImagesOnly(val)
     if cfg.data == "folder":
-        return (ImageFolderDataset(cfg.train_dir, size=size, train=True, flip=False),
-                ImageFolderDataset(cfg.val_dir, size=size, train=False))
+        train = ImageFolderDataset(cfg.train_dir, size=size, train=True, flip=False)
+        if cfg.val_dir:
+            return train, ImageFolderDataset(cfg.val_dir, size=size, train=False)
+        # No held-out folder: hold n_val images of the training folder out (a seeded split).
+        if len(train) < 2:
+            raise ValueError(f"{cfg.train_dir} holds {len(train)} image(s): too few to hold any out (give --val_dir)")
+        keep, held = split_indices(len(train), min(cfg.n_val, len(train) // 2) / len(train), cfg.seed)
+        val = ImageFolderDataset(cfg.train_dir, size=size, train=False)
+        return Subset(train, keep.tolist()), Subset(val, held.tolist())
     raise ValueError(f"unknown data source {cfg.data!r}: use 'toyfaces' or 'folder'")
 
 
@@ -86,7 +95,7 @@ def build_optimizer(cfg: InversionTrainConfig, params):
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'ranger' or 'adam'")
 
 
-class InversionTrainer:
+class InversionTrainer(ModelOptimizerState):
     def __init__(self, cfg: InversionTrainConfig, dist_info: DistInfo | None = None, model=None, loss=None):
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
@@ -111,31 +120,14 @@ class InversionTrainer:
                 # SyncBatchNorm needs GPUs: with gloo on CPUs each process normalises its own shard.
                 print("note: batch-norm statistics are per process under CPU DDP (set freeze_bn to avoid it)")
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if on_gpu else None)
+        if cfg.compile:
+            announce_backends(self.device)  # the ops say their choice here, outside the trace
+            self.net = torch.compile(self.net)
         self.optimizer = build_optimizer(cfg, self.model.trainable_parameters())
         self.val_images = torch.stack([self.val_set[i] for i in range(min(8, len(self.val_set)))])
         self.loop = Loop(self, self.out, cfg.steps, ckpt_every=cfg.ckpt_every, eval_every=cfg.val_every,
                          image_every=cfg.image_every, log_every=cfg.log_every, desc=f"invert[{self.model.kind}]",
                          is_main=self.dist.is_main)
-
-    @property
-    def step(self) -> int:
-        return self.loop.step
-
-    @property
-    def history(self) -> list[dict]:
-        return self.loop.history
-
-    # -- state -------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {**self.model.checkpoint_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        load_state_strict(self.model, state["model"], "the checkpoint's model")
-        self.optimizer.load_state_dict(state["optimizer"])
-        set_hyperparameters(self.optimizer, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-
-    def resume(self, path=None, allow_changed_config: bool = False) -> bool:
-        return self.loop.resume(path, allow_changed_config)
 
     # -- what the loop calls -------------------------------------------------------
     def batch_for_step(self, step: int) -> torch.Tensor:
@@ -210,7 +202,7 @@ class InversionTrainer:
             fig, ax = plt.subplots(figsize=(5, 3))
             steps = [h["step"] for h in self.history]
             for key in [k for k in self.history[-1] if k.startswith("val_")]:
-                ax.plot(steps, [h[key] for h in self.history], label=key[4:])
+                ax.plot(steps, [math.nan if h.get(key) is None else h[key] for h in self.history], label=key[4:])
             ax.set_xlabel("step")
             ax.set_yscale("log")
             ax.set_title(f"held-out losses ({self.model.kind})")

@@ -27,7 +27,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from ..checkpoints import load, remove_stale_temporaries, save_atomic, save_json
+from ..checkpoints import load, load_state_strict, remove_stale_temporaries, save_atomic, save_json
 from ..viz import save_image
 from .sampling import rng_state, set_rng_state
 
@@ -75,6 +75,31 @@ def set_hyperparameters(optimizer: torch.optim.Optimizer, **values) -> None:
     """Put config values (lr, weight_decay) into every parameter group, e.g. after loading an optimiser state."""
     for group in optimizer.param_groups:
         group.update(values)
+
+
+class ModelOptimizerState:
+    """What a trainer with one model (``checkpoint_dict()``) and one optimiser hands its :class:`Loop`:
+    ``step``, ``history``, ``resume`` and the checkpoint state. On loading, the config's ``lr`` and
+    ``weight_decay`` replace the stored ones (a resumed run with a changed lr uses the new one)."""
+
+    @property
+    def step(self) -> int:
+        return self.loop.step
+
+    @property
+    def history(self) -> list[dict]:
+        return self.loop.history
+
+    def state_dict(self) -> dict:
+        return {**self.model.checkpoint_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_state_strict(self.model, state["model"], "the checkpoint's model")
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_hyperparameters(self.optimizer, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def resume(self, path=None, allow_changed_config: bool = False) -> bool:
+        return self.loop.resume(path, allow_changed_config)
 
 
 def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:

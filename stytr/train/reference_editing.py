@@ -48,7 +48,7 @@ from ..eval.edit_rates import evaluate_reference_editor, latent_decisions, oppos
 from ..losses import mode_seeking_loss, reference_editing_loss
 from ..models.edit_transformer import EditTransformer
 from ..viz import image_grid, interleave
-from .loop import Loop, json_safe, set_hyperparameters
+from .loop import Loop, ModelOptimizerState, json_safe
 from .sampling import StepSampler, split_indices
 
 __all__ = ["ReferenceEditResult", "ReferenceEditTrainer", "build_model", "train_reference_editor"]
@@ -81,7 +81,7 @@ class ReferenceEditResult:
     shipped: Path | None = None                  # the data/ file written with ship=True
 
 
-class ReferenceEditTrainer:
+class ReferenceEditTrainer(ModelOptimizerState):
     def __init__(self, cfg: ReferenceEditTrainConfig, codes=None, model=None, device: str | torch.device = "cpu"):
         self.cfg = cfg
         if cfg.threads:
@@ -112,21 +112,8 @@ class ReferenceEditTrainer:
         self.loop = Loop(self, self.out, cfg.steps, ckpt_every=cfg.ckpt_every, eval_every=cfg.eval_every,
                          image_every=cfg.image_every, log_every=cfg.log_every, desc=f"ref-edit[{self.attribute}]")
 
-    @property
-    def step(self) -> int:
-        return self.loop.step
-
-    # -- state -------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {**self.model.checkpoint_dict(), "optimizer": self.optimizer.state_dict(), "attribute": self.attribute}
-
-    def load_state_dict(self, state: dict) -> None:
-        load_state_strict(self.model, state["model"], "the checkpoint's model")
-        self.optimizer.load_state_dict(state["optimizer"])
-        set_hyperparameters(self.optimizer, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-
-    def resume(self, path=None, allow_changed_config: bool = False) -> bool:
-        return self.loop.resume(path, allow_changed_config)
+        return {**super().state_dict(), "attribute": self.attribute}
 
     # -- what the loop calls -------------------------------------------------------
     def batch_for_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
