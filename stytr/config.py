@@ -797,7 +797,7 @@ class HighFidelityTrainConfig(Config):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "ffhq": {},
         "toy": dict(model=dict(HighFidelityConfig.PRESETS["toy"]), encoder="toy", domain="toyfaces", data="toyfaces",
-                    pairs="truth", perceptual=0.1, lr=1e-3, lr_decay_start=3000, batch=16, steps=4000,
+                    pairs="truth", perceptual=0.1, lr=1e-3, lr_decay_start=2000, batch=16, steps=3000,
                     val_every=500, ckpt_every=250, image_every=500, log_every=25, out="runs/toy_high_fidelity"),
         # A random generator and encoder: seconds on a CPU, for tests.
         "smoke": dict(model=dict(HighFidelityConfig.PRESETS["smoke"]), encoder="", domain="toyfaces",
