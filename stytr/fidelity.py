@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import PTIConfig
 from .models.high_fidelity import HighFidelityModel, fit_size
+from .models.inversion import InversionWrapper
 from .pti import PTIResult, pivotal_tuning
 
 __all__ = ["Fidelity", "Renderer", "WPlusRenderer", "HighFidelityRenderer", "PTIRenderer", "PTIModel", "make_renderer"]
@@ -99,7 +100,7 @@ class PTIRenderer(Renderer):
         self.result = result
 
 
-class PTIModel(nn.Module):
+class PTIModel(InversionWrapper):
     """An inversion model whose reconstructions come from pivotal tuning, one image at a time, so
     that code written for inversion models (``invert``, :func:`stytr.eval.metrics.evaluate_reconstruction`)
     takes it as it is. ``results``: the :class:`~stytr.pti.PTIResult` of each image of the last call,
@@ -107,21 +108,10 @@ class PTIModel(nn.Module):
 
     def __init__(self, inversion, cfg: PTIConfig | None = None, perceptual: nn.Module | None = None,
                  steps: int | None = None, progress: bool = False):
-        super().__init__()
-        self.inversion, self.perceptual = inversion, perceptual
+        super().__init__(inversion)
+        self.perceptual = perceptual
         self.pti, self.steps, self.progress = cfg or PTIConfig(), steps, progress
         self.results: list[PTIResult] = []
-
-    @property
-    def cfg(self):
-        return self.inversion.cfg
-
-    @property
-    def decoder(self):
-        return self.inversion.decoder
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inversion.encode(x)
 
     def forward(self, x: torch.Tensor, resize: bool = True, randomize_noise: bool = False,
                 return_latents: bool = False):

@@ -9,12 +9,11 @@ from PIL import Image
 from stytr import artifacts
 from stytr.cli import main
 from stytr.checkpoints import load
-from stytr.config import EditTransformerConfig, GeneratorConfig, InversionTrainConfig
+from stytr.config import EditTransformerConfig, GeneratorConfig
 from stytr.editing.interfacegan import InterFaceGAN
 from stytr.models.edit_transformer import EditTransformer
-from stytr.models.latent_classifier import CLASSIFIER_FORMAT, LatentClassifier
-from stytr.models.inversion import build_inversion_model
 from stytr.toy import render_faces
+from weight_files import write_smoke_encoder_and_classifier
 
 torch.set_num_threads(1)
 
@@ -22,14 +21,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("edit_cli")
-    torch.manual_seed(0)
-    model = build_inversion_model(InversionTrainConfig.preset("smoke").model).eval()
-    with torch.no_grad():
-        model.set_latent_avg(model.decoder.mean_latent(500))
-    torch.save(model.checkpoint_dict(), root / "encoder.pt")
-    clf = LatentClassifier(n_latent=10, style_dim=128, hidden=(64, 32), embed_dim=8)
-    torch.save({"format": CLASSIFIER_FORMAT, "model": clf.state_dict(), "model_config": clf.config()},
-               root / "classifier.pt")
+    write_smoke_encoder_and_classifier(root)
     normals = torch.nn.functional.normalize(torch.randn(40, 128), dim=1)
     InterFaceGAN(normals, torch.zeros(40)).save(root / "interfacegan.pt")
     ecfg = EditTransformerConfig.preset("toy", generator=dict(GeneratorConfig.PRESETS["toy"], checkpoint=""),

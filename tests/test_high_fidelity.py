@@ -8,6 +8,7 @@ from stytr.fidelity import Fidelity, PTIModel
 from stytr.models.high_fidelity import HighFidelityModel, HighFidelityStage
 from stytr.pti import locality_codes, pivotal_tuning
 from stytr.toy.baselines import random_toy_session
+from weight_files import write_smoke_encoder_and_classifier
 
 TOY = dict(GeneratorConfig.PRESETS["toy"], checkpoint="")
 
@@ -200,21 +201,10 @@ def cli_files(tmp_path_factory):
     from PIL import Image
 
     from stytr import artifacts
-    from stytr.config import InversionTrainConfig
-    from stytr.models.inversion import build_inversion_model
     from stytr.toy import render_faces
 
     root = tmp_path_factory.mktemp("hifi_cli")
-    torch.manual_seed(0)
-    model = build_inversion_model(InversionTrainConfig.preset("smoke").model).eval()
-    with torch.no_grad():
-        model.set_latent_avg(model.decoder.mean_latent(500))
-    torch.save(model.checkpoint_dict(), root / "encoder.pt")
-    from stytr.models.latent_classifier import CLASSIFIER_FORMAT, LatentClassifier
-
-    clf = LatentClassifier(n_latent=10, style_dim=128, hidden=(64, 32), embed_dim=8)
-    torch.save({"format": CLASSIFIER_FORMAT, "model": clf.state_dict(), "model_config": clf.config()},
-               root / "classifier.pt")
+    write_smoke_encoder_and_classifier(root)
     stage = _randomise(HighFidelityStage(HighFidelityConfig.preset("smoke")))
     artifacts.export("high_fidelity", stage, root / "stage.safetensors", {"encoder": "encoder.pt", "command": "test"})
     faces, _ = render_faces(2, seed=7, size=64)

@@ -53,3 +53,17 @@ def test_shipped_reference_editor_copies_its_attribute():
     src, ref = w[~is_male][:16], w[is_male][:16]
     edited = predictor(G.synthesis(editor(src, ref), randomize_noise=False))[:, male] > 0
     assert edited.float().mean() >= 0.75
+
+
+@torch.no_grad()
+def test_shipped_high_fidelity_stage_loads_and_beats_wplus():
+    """Through the artefact layer, on the shipped encoder: the stage at least halves W+'s MSE on fresh faces."""
+    from stytr.models.high_fidelity import HighFidelityModel, HighFidelityStage
+
+    encoder = artifacts.load("encoder", "toy")
+    stage = artifacts.load("high_fidelity", "toy")
+    assert isinstance(stage, HighFidelityStage) and stage.encoder_spec == "toy"
+    x = ToyFacesDataset(16, seed=123_456).images
+    wplus = ((encoder(x, randomize_noise=False) - x) ** 2).mean()
+    hifi = ((HighFidelityModel(encoder, stage)(x) - x) ** 2).mean()
+    assert hifi < 0.5 * wplus

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import HighFidelityConfig
+from .inversion import InversionWrapper
 from .stylegan2 import base_channels
 
 __all__ = ["ResidualEncoder", "DistortionAligner", "HighFidelityStage", "HighFidelityModel", "fit_size"]
@@ -138,16 +139,16 @@ class HighFidelityStage(nn.Module):
         return self.residual(self.align(distortion, target, reconstruction))
 
 
-class HighFidelityModel(nn.Module):
+class HighFidelityModel(InversionWrapper):
     """A frozen inversion model plus a :class:`HighFidelityStage`.
 
-    ``model(x)`` is the high-fidelity reconstruction; :meth:`encode`, :meth:`decode`, ``cfg`` and
-    ``decoder`` are the inversion model's, so code written for inversion models takes it as it is.
+    ``model(x)`` is the high-fidelity reconstruction; the rest is the inversion model's
+    (:class:`~stytr.models.inversion.InversionWrapper`).
     For edits: ``d, g = model.distortion(x, w)`` once per image, then ``model.render(latent, d, g)`` for
     any code of it (an edited W+, or the S codes of a StyleSpace edit)."""
 
     def __init__(self, inversion, stage: HighFidelityStage):
-        super().__init__()
+        super().__init__(inversion)
         if stage.cfg.input_size != inversion.cfg.input_size:
             raise ValueError(f"the high-fidelity stage works on {stage.cfg.input_size}px distortion maps, the encoder "
                              f"on {inversion.cfg.input_size}px images")
@@ -155,22 +156,7 @@ class HighFidelityModel(nn.Module):
         if g is not None and (stage.cfg.generator.size, stage.cfg.generator.style_dim) != (g.size, g.style_dim):
             raise ValueError(f"the high-fidelity stage was built for a {stage.cfg.generator.size}px generator with "
                              f"style_dim {stage.cfg.generator.style_dim}, the encoder has {g.size}px / {g.style_dim}")
-        self.inversion, self.stage = inversion, stage
-
-    @property
-    def cfg(self):
-        return self.inversion.cfg
-
-    @property
-    def decoder(self):
-        return self.inversion.decoder
-
-    @property
-    def latent_avg(self):
-        return self.inversion.latent_avg
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inversion.encode(x)
+        self.stage = stage
 
     def _image(self, latent, residual=None, noise=None, randomize_noise: bool = False,
                full_resolution: bool = False) -> torch.Tensor:

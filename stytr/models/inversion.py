@@ -23,8 +23,8 @@ from ..config import InversionConfig
 from .irse import IRSETrunk, load_ir_se50_weights
 from .release import release_config
 
-__all__ = ["CHECKPOINT_FORMAT", "FeaturePyramidTrunk", "InversionModel", "build_encoder", "build_inversion_model",
-           "count_encoder_parameters", "model_class", "upsample_add"]
+__all__ = ["CHECKPOINT_FORMAT", "FeaturePyramidTrunk", "InversionModel", "InversionWrapper", "build_encoder",
+           "build_inversion_model", "count_encoder_parameters", "model_class", "upsample_add"]
 
 CHECKPOINT_FORMAT = "stytr"
 
@@ -206,6 +206,31 @@ class InversionModel(nn.Module):
 
 
 # -- factories -----------------------------------------------------------------------
+
+class InversionWrapper(nn.Module):
+    """Base of models that reconstruct beyond an inversion model (the high-fidelity stage, PTI) while
+    looking like one: ``cfg``, ``decoder``, ``latent_avg`` and :meth:`encode` are the wrapped model's,
+    so code written for inversion models takes them as they are."""
+
+    def __init__(self, inversion):
+        super().__init__()
+        self.inversion = inversion
+
+    @property
+    def cfg(self):
+        return self.inversion.cfg
+
+    @property
+    def decoder(self):
+        return self.inversion.decoder
+
+    @property
+    def latent_avg(self):
+        return self.inversion.latent_avg
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inversion.encode(x)
+
 
 def model_class(kind: str) -> type[InversionModel]:
     """The inversion model class of ``InversionConfig.kind`` (``transformer``, ``psp``, ``e4e``)."""
