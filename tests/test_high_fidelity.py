@@ -300,3 +300,40 @@ def test_edit_refine(cli_files, tmp_path):
         record = load(tmp_path / name / "wplus.pt")
         assert record["fidelity"] == {"hifi": "high-fidelity", "pti": "pti"}[name]
         assert (tmp_path / name / "edited.png").is_file()
+
+
+def test_image_folder_warp_pairs_train(tmp_path):
+    """The image-folder path (HFGI's warp pairs, what the ffhq preset uses) trains and validates."""
+    import numpy as np
+    from PIL import Image
+
+    from stytr.config import HighFidelityTrainConfig
+    from stytr.toy import render_faces
+    from stytr.train.high_fidelity import train_high_fidelity
+
+    faces, _ = render_faces(6, seed=11, size=64)
+    for split, part in (("train", faces[:4]), ("val", faces[4:])):
+        (tmp_path / split).mkdir()
+        for i, face in enumerate(part):
+            pixels = ((face.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / split / f"{i}.png")
+    cfg = HighFidelityTrainConfig.preset("smoke", data="folder", pairs="warp", train_dir=str(tmp_path / "train"),
+                                         val_dir=str(tmp_path / "val"), batch=2, out=str(tmp_path / "run"))
+    result = train_high_fidelity(cfg, progress=False)
+    assert result["step"] == cfg.steps and np.isfinite(result["metrics"]["loss"])
+    # the residual heads start at zero: training on warp pairs moved them
+    assert any(v.abs().sum() > 0 for k, v in result["best"].state_dict().items() if k.startswith("residual.heads"))
+
+
+def test_ffhq_stage_features_fit_the_1024px_generator():
+    """The published-size stage: 256 px distortion maps -> (scale, shift) for config-f's 64x64 block."""
+    from stytr.models.stylegan2 import base_channels
+
+    cfg = HighFidelityConfig.preset("ffhq")
+    stage = HighFidelityStage(cfg).eval()
+    channels = base_channels(cfg.generator.channel_multiplier, cfg.generator.channel_max)
+    d = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
+    with torch.no_grad():
+        features = stage(d, d, d)
+    assert cfg.input_size == 256 and cfg.generator.size == 1024 and set(features) == {64}
+    assert all(t.shape == (1, channels[64], 64, 64) for t in features[64])
