@@ -343,7 +343,7 @@ def _refined_model(dom, model, args):
     if fidelity is Fidelity.HIGH:
         return HighFidelityModel(model, dom.load("high_fidelity", args.device, spec=args.stage))
     if fidelity is Fidelity.PTI:
-        cfg = PTIConfig.preset(dom.preset if dom.preset in PTIConfig.PRESETS else "ffhq")
+        cfg = PTIConfig.for_domain(dom)
         return PTIModel(model, cfg, domain_perceptual(dom).to(args.device), steps=args.steps, progress=True)
     return model
 

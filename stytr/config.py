@@ -851,3 +851,9 @@ class PTIConfig(Config):
         "toy": dict(steps=100, lr=3e-3, perceptual=0.1, locality_perceptual=0.01, locality_alpha=15.0),
     }
 
+    @classmethod
+    def for_domain(cls, domain) -> "PTIConfig":
+        """The preset of ``domain`` (a :class:`stytr.domains.Domain`): its own where there is one,
+        otherwise the published (``ffhq``) settings, e.g. for a user's own domain."""
+        return cls.preset(domain.preset if domain.preset in cls.PRESETS else "ffhq")
+

@@ -108,7 +108,7 @@ class EditSession:
         if high_fidelity is not None and not isinstance(high_fidelity, HighFidelityModel):
             high_fidelity = HighFidelityModel(model, high_fidelity.to(self.device).eval())
         self.high_fidelity = high_fidelity
-        self.pti = pti or PTIConfig.preset(self.domain.preset if self.domain.preset in PTIConfig.PRESETS else "ffhq")
+        self.pti = pti or PTIConfig.for_domain(self.domain)
         self.pti_steps = self.pti.steps if pti_steps is None else int(pti_steps)
         self._perceptual = None
         self.fidelity = self._check_fidelity(fidelity)

@@ -92,7 +92,7 @@ def fidelity_table(domain, n: int = 300, seed: int = 60_000, pti_n: int = 30, pt
     G = encoder.decoder
     hifi = HighFidelityModel(encoder, stage).eval()
     plain = HighFidelityModel(encoder, _without_alignment(stage)).eval()
-    pti_cfg = PTIConfig.preset(domain.preset if domain.preset in PTIConfig.PRESETS else "ffhq")
+    pti_cfg = PTIConfig.for_domain(domain)
     steps = pti_cfg.steps if pti_steps is None else int(pti_steps)
     pti = PTIModel(encoder, pti_cfg, perceptual, steps=steps)
     editor = build_editors(classifier, seed=0)[method]
