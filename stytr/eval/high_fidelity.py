@@ -13,7 +13,6 @@ old attribute back shows up as a low flip rate) and the CPU time per reconstruct
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..config import EditingConfig, PTIConfig
 from ..editing import Method, build_editors
 from ..fidelity import PTIModel, PTIRenderer
 from ..losses import domain_perceptual
-from ..models.high_fidelity import HighFidelityModel, HighFidelityStage
+from ..models.high_fidelity import HighFidelityModel
 from .edit_rates import label_edit_rates
 from .metrics import evaluate_reconstruction
 
@@ -91,7 +90,7 @@ def fidelity_table(domain, n: int = 300, seed: int = 60_000, pti_n: int = 30, pt
     perceptual = domain_perceptual(domain)
     G = encoder.decoder
     hifi = HighFidelityModel(encoder, stage).eval()
-    plain = HighFidelityModel(encoder, _without_alignment(stage)).eval()
+    plain = HighFidelityModel(encoder, stage.without_alignment()).eval()
     pti_cfg = PTIConfig.for_domain(domain)
     steps = pti_cfg.steps if pti_steps is None else int(pti_steps)
     pti = PTIModel(encoder, pti_cfg, perceptual, steps=steps)
@@ -157,13 +156,6 @@ def fidelity_table(domain, n: int = 300, seed: int = 60_000, pti_n: int = 30, pt
                 f"time, the feed-forward rows interleaved, median of 3 passes over {timing_n} faces (PTI: the "
                 f"whole tuning of each face, one pass)"}
     return {"rows": rows, "per_image": per_image, "settings": settings}
-
-
-def _without_alignment(stage: HighFidelityStage) -> HighFidelityStage:
-    """The same residual encoder without the aligner: the input's distortion enters every edit as it is."""
-    bypass = HighFidelityStage(dataclasses.replace(stage.cfg, align=False))
-    bypass.residual = stage.residual
-    return bypass.eval()
 
 
 def write_fidelity_table(table: dict, csv_path, png_path=None, json_path=None) -> list[Path]:

@@ -20,6 +20,7 @@ frozen inversion model and is what :func:`stytr.eval.metrics.evaluate_reconstruc
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -137,6 +138,13 @@ class HighFidelityStage(nn.Module):
     def forward(self, distortion, target, reconstruction) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """Steps 2 and 3: the residual features that render ``target``'s code with the input's detail."""
         return self.residual(self.align(distortion, target, reconstruction))
+
+    def without_alignment(self) -> "HighFidelityStage":
+        """The same residual encoder (shared, not copied) without the aligner: the input's distortion
+        enters every edit as it is (the ablation that shows whether edits get pasted back)."""
+        bypass = HighFidelityStage(dataclasses.replace(self.cfg, align=False))
+        bypass.residual, bypass.encoder_spec = self.residual, self.encoder_spec
+        return bypass.train(self.training)
 
 
 class HighFidelityModel(InversionWrapper):
